@@ -1,0 +1,54 @@
+"""The bench boots systemd, mounts a tmpfs-upper overlay, and survives reboots."""
+
+from __future__ import annotations
+
+import json
+
+
+def overlay_at(host, path: str) -> dict | None:
+    res = host.run("findmnt --json --mountpoint %s", path)
+    if res.rc != 0:
+        return None
+    return json.loads(res.stdout)["filesystems"][0]
+
+
+def test_systemd_is_pid1_and_running(host):
+    assert host.run("cat /proc/1/comm").stdout.strip() == "systemd"
+    assert host.run("systemctl is-system-running").stdout.strip() == "running"
+
+
+def test_overlay_mounted_with_tmpfs_upper(host):
+    fs = overlay_at(host, "/srv/bench")
+    assert fs is not None and fs["fstype"] == "overlay"
+    assert "upperdir=/run/overlayfs/bench/upper" in fs["options"]
+    tmpfs = overlay_at(host, "/run/overlayfs/bench")
+    assert tmpfs is not None and tmpfs["fstype"] == "tmpfs"
+    assert host.file("/srv/bench/hello.txt").content_string == "from the lower layer\n"
+
+
+def test_writes_vanish_and_overlay_returns_after_reboot(host, reboot):
+    host.run_expect([0], "echo changed > /srv/bench/hello.txt && touch /srv/bench/new")
+    assert host.file("/srv/bench/new").exists
+    # The lower layer is never written to.
+    assert host.file("/opt/bench/lower/hello.txt").content_string == "from the lower layer\n"
+
+    assert reboot(host) == "running"
+
+    fs = overlay_at(host, "/srv/bench")
+    assert fs is not None and fs["fstype"] == "overlay"
+    props = host.run("systemctl show -p ActiveState,UnitFileState srv-bench.mount").stdout
+    assert "ActiveState=active" in props and "UnitFileState=enabled" in props
+    assert not host.file("/srv/bench/new").exists
+    assert host.file("/srv/bench/hello.txt").content_string == "from the lower layer\n"
+
+
+def test_naive_unit_fails_on_a_fresh_tmpfs(host, reboot):
+    # /run is a fresh tmpfs after every boot: without something creating
+    # upper/ and work/, the overlay cannot mount. This is what the prepare
+    # service above exists for.
+    reboot(host)
+    assert not host.file("/run/naive").exists
+    res = host.run("systemctl start srv-naive.mount")
+    assert res.rc != 0
+    assert host.run("systemctl is-active srv-naive.mount").stdout.strip() == "failed"
+    host.run("systemctl reset-failed srv-naive.mount")

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Test bench for overlayfs.systemd: Docker engine + a systemd base image built
+# from Debian packages (no image registry needed).
+#
+#   scripts/bench.sh deps        install docker.io and debootstrap if missing
+#   scripts/bench.sh docker-up   start dockerd unless one answers; records whether we started it
+#   scripts/bench.sh docker-down stop dockerd only if docker-up started it
+#   scripts/bench.sh image       build and import the base image unless an identical one exists
+#   scripts/bench.sh up          deps + docker-up + image
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/lib.sh
+. "$HERE/lib.sh"
+
+IMAGE_REPO=${OVERLAYFS_BENCH_IMAGE_REPO:-overlayfs-systemd/debian12}
+SUITE=${OVERLAYFS_BENCH_SUITE:-bookworm}
+MIRROR=${OVERLAYFS_BENCH_MIRROR:-http://deb.debian.org/debian}
+PACKAGES=systemd,systemd-sysv,dbus,python3,util-linux,procps,psmisc,attr,kmod,coreutils,findutils,tar,gzip
+STATE_DIR=${OVERLAYFS_BENCH_STATE:-/run/overlayfs-bench}
+DOCKERD_LOG=$STATE_DIR/dockerd.log
+
+deps() {
+  local missing=()
+  command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} from Debian packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # The overlay module must be loaded on the host kernel: containers cannot load it.
+  if ! grep -qw overlay /proc/filesystems; then
+    modprobe overlay 2>/dev/null || die "the host kernel has no overlay filesystem (modprobe overlay failed)"
+  fi
+}
+
+docker_up() {
+  mkdir -p "$STATE_DIR"
+  if docker info >/dev/null 2>&1; then
+    log "a Docker engine already answers; using it"
+    return 0
+  fi
+  log "starting dockerd (--bridge=none --iptables=false)"
+  # setsid: the daemon must not get our terminal's signals; it is stopped by docker-down.
+  setsid dockerd --bridge=none --iptables=false --ip6tables=false \
+    --pidfile "$STATE_DIR/dockerd.pid" >"$DOCKERD_LOG" 2>&1 < /dev/null &
+  echo started > "$STATE_DIR/started-by-us"
+  local i
+  for i in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && { log "dockerd ready after ${i}x0.5s"; return 0; }
+    sleep 0.5
+  done
+  tail -n 30 "$DOCKERD_LOG" >&2 || true
+  die "dockerd did not become ready in 30 s (log: $DOCKERD_LOG)"
+}
+
+docker_down() {
+  [ -f "$STATE_DIR/started-by-us" ] || { log "dockerd was not started by the bench; leaving it"; return 0; }
+  # Remove leftover bench containers first so the next run starts clean.
+  local ids
+  ids=$(docker ps -aq --filter label=overlayfs-systemd.bench 2>/dev/null || true)
+  [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
+  local pid
+  pid=$(cat "$STATE_DIR/dockerd.pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    log "stopping dockerd (pid $pid)"
+    kill "$pid"
+    local i
+    for i in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+  fi
+  # containerd is started by dockerd as a child; make sure nothing is left.
+  pkill -f '^containerd --config /var/run/docker/containerd' 2>/dev/null || true
+  rm -f "$STATE_DIR/started-by-us"
+}
+
+image_tag() {
+  # The tag is a hash of everything that goes into the image, so a changed
+  # input builds a new image and an unchanged one is reused.
+  { echo "$SUITE $MIRROR $PACKAGES"; cat "$HERE/bench.sh"; } | sha256sum | cut -c1-12
+}
+
+image() {
+  local tag ref
+  tag=$(image_tag)
+  ref="$IMAGE_REPO:$tag"
+  if docker image inspect "$ref" >/dev/null 2>&1; then
+    log "base image $ref exists; reusing it"
+  else
+    local root
+    root=$(mktemp -d /var/tmp/overlayfs-bench-root.XXXXXX)
+    # shellcheck disable=SC2064
+    trap "rm -rf '$root'" RETURN
+    log "debootstrap $SUITE (minbase + $PACKAGES) into $root"
+    debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$MIRROR" \
+      > "$STATE_DIR/debootstrap.log" 2>&1 || { tail -n 30 "$STATE_DIR/debootstrap.log" >&2; die "debootstrap failed"; }
+    # Trim and prepare for booting systemd as PID 1 in a container.
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    : > "$root/etc/machine-id"
+    echo bench > "$root/etc/hostname"
+    # Units that make no sense in a container and slow the boot.
+    local u
+    for u in systemd-remount-fs.service systemd-firstboot.service getty@tty1.service \
+             systemd-udevd.service systemd-udev-trigger.service systemd-modules-load.service \
+             sys-kernel-debug.mount sys-kernel-tracing.mount sys-kernel-config.mount \
+             dev-hugepages.mount dev-mqueue.mount apt-daily.timer apt-daily-upgrade.timer \
+             e2scrub_all.timer fstrim.timer; do
+      ln -sf /dev/null "$root/etc/systemd/system/$u"
+    done
+    log "docker import as $IMAGE_REPO:rootfs-$tag"
+    tar -C "$root" -c . | docker import - "$IMAGE_REPO:rootfs-$tag" >/dev/null
+    # docker import cannot set STOPSIGNAL; a one-line build on top of the
+    # imported root can (no registry involved). SIGRTMIN+3 makes systemd shut
+    # down cleanly, so "docker stop" is a real shutdown.
+    printf '%s\n' "FROM $IMAGE_REPO:rootfs-$tag" \
+      'ENV container=docker' \
+      'STOPSIGNAL SIGRTMIN+3' \
+      "LABEL overlayfs-systemd.bench-inputs=$tag" \
+      'CMD ["/lib/systemd/systemd"]' \
+      | DOCKER_BUILDKIT=0 docker build -q -t "$ref" - >/dev/null
+    docker rmi "$IMAGE_REPO:rootfs-$tag" >/dev/null
+  fi
+  docker tag "$ref" "$IMAGE_REPO:test"
+  log "base image ready: $IMAGE_REPO:test (= $ref)"
+}
+
+case "${1:-up}" in
+  deps) timed "bench deps" deps ;;
+  docker-up) timed "bench docker-up" docker_up ;;
+  docker-down) timed "bench docker-down" docker_down ;;
+  image) timed "bench image" image ;;
+  up) timed "bench deps" deps; timed "bench docker-up" docker_up; timed "bench image" image ;;
+  *) die "usage: $0 deps|docker-up|docker-down|image|up" ;;
+esac
