@@ -16,12 +16,17 @@ export OVERLAYFS_TIMINGS=${OVERLAYFS_TIMINGS:-$(mktemp /tmp/overlayfs-timings.XX
 : > "$OVERLAYFS_TIMINGS"
 export NO_COLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
 T0=$(date +%s)
+LOG=$(mktemp /tmp/overlayfs-test-log.XXXXXX)
+exec > >(tee "$LOG") 2>&1
 
 summary() {
   local rc=$?
-  echo "---- step durations ----" >&2
-  cat "$OVERLAYFS_TIMINGS" >&2
-  echo "total $(( $(date +%s) - T0 ))s, exit $rc" >&2
+  echo "---- step durations ----"
+  cat "$OVERLAYFS_TIMINGS"
+  echo "total $(( $(date +%s) - T0 ))s, exit $rc"
+  # One closing line over every pytest session of the run (units and each
+  # scenario's testinfra verification).
+  python3 scripts/pytest_totals.py "$LOG" "$rc"
 }
 trap summary EXIT
 

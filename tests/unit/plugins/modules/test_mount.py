@@ -1,0 +1,586 @@
+# Copyright (c) overlayfs.systemd contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The mount module end to end against a fake host.
+
+A temporary directory holds the unit directory, a mountinfo file and a fake
+/proc. ``run_command`` is replaced by a small fake systemd that mounts and
+unmounts by editing that mountinfo file from the unit file it is asked to
+start, so the module's verification reads what the "kernel" shows.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
+from ansible_collections.overlayfs.systemd.plugins.modules import mount as mod
+
+MUTATING = ("start", "stop", "restart", "reload", "enable", "disable", "reenable", "daemon-reload")
+
+
+class AnsibleExitJson(Exception):
+    @property
+    def result(self):
+        return self.args[0]
+
+
+class AnsibleFailJson(Exception):
+    @property
+    def result(self):
+        return self.args[0]
+
+
+def octal_escape(s: str, chars: str) -> str:
+    return "".join("\\%03o" % ord(c) if c in chars else c for c in s)
+
+
+class FakeHost:
+    def __init__(self, root):
+        self.root = root
+        self.unit_dir = root / "etc" / "systemd" / "system"
+        self.unit_dir.mkdir(parents=True)
+        self.mountinfo = root / "mountinfo"
+        self.mountinfo.write_text(
+            "22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw,errors=remount-ro\n"
+            "25 22 0:23 / /run rw,nosuid,nodev,noexec,relatime shared:5 - tmpfs tmpfs rw,mode=755\n"
+        )
+        self.proc = root / "proc"
+        self.proc.mkdir()
+        self.commands: list[list[str]] = []
+        self.enabled: set[str] = set()
+        self.fail_start: dict[str, str] = {}
+        self.util_linux = "2.38.1"
+        self.next_id = 200
+        self.active: set[str] = set()
+
+    # -- helpers for tests -------------------------------------------------
+    def path(self, rel: str) -> str:
+        return str(self.root / rel.lstrip("/"))
+
+    def unit_text(self, name: str) -> str | None:
+        p = self.unit_dir / name
+        return p.read_text() if p.exists() else None
+
+    def systemctl(self, verb: str | None = None) -> list[list[str]]:
+        out = [c[1:] for c in self.commands if c[0].endswith("systemctl")]
+        return [c for c in out if verb is None or c[0] == verb]
+
+    def mutating(self) -> list[list[str]]:
+        return [c for c in self.systemctl() if c[0] in MUTATING]
+
+    def add_mount(self, line: str) -> None:
+        with open(self.mountinfo, "a") as fh:
+            fh.write(line + "\n")
+
+    # -- fake systemd ------------------------------------------------------
+    def _mount_section(self, name: str) -> dict[str, str]:
+        text = self.unit_text(name) or ""
+        keys: dict[str, str] = {}
+        for line in (ov.unit_section(text, "Mount") or "").splitlines():
+            k, _, v = line.partition("=")
+            keys[k] = v.replace("%%", "%")
+        return keys
+
+    def _mount(self, name: str) -> None:
+        keys = self._mount_section(name)
+        opts = ov.split_unescaped(keys["Options"], ",")
+        flags = [o for o in opts if o in ("ro", "nosuid", "nodev", "noexec")]
+        mount_opts = ",".join(["ro" if "ro" in flags else "rw"] + [f for f in flags if f != "ro"] + ["relatime"])
+        where = keys["Where"]
+        if keys["Type"] == "overlay":
+            super_opts = ",".join(octal_escape(o, ", \t\n\\") for o in opts if o not in flags)
+            line = "%d 22 0:%d / %s %s - overlay overlay rw,%s" % (
+                self.next_id,
+                self.next_id,
+                octal_escape(where, " \t\n\\"),
+                mount_opts,
+                super_opts,
+            )
+        else:
+            line = "%d 25 0:%d / %s %s - tmpfs tmpfs rw,%s" % (
+                self.next_id,
+                self.next_id,
+                where,
+                mount_opts,
+                keys["Options"],
+            )
+        self.next_id += 1
+        self.add_mount(line)
+
+    def _unmount(self, name: str) -> None:
+        keys = self._mount_section(name)
+        where = octal_escape(keys.get("Where", "//none"), " \t\n\\")
+        lines = self.mountinfo.read_text().splitlines()
+        keep = [x for x in lines if x.split(" ")[4] != where]
+        self.mountinfo.write_text("".join(x + "\n" for x in keep))
+
+    def _start(self, name: str) -> tuple[int, str, str]:
+        if name in self.fail_start:
+            return 1, "", self.fail_start[name]
+        if name in self.active:
+            return 0, "", ""
+        text = self.unit_text(name)
+        if text is None:
+            return 5, "", "Failed to start %s: Unit %s not found.\n" % (name, name)
+        for line in text.splitlines():
+            if line.startswith(("Requires=", "BindsTo=")):
+                rc, out, err = self._start(line.split("=", 1)[1])
+                if rc:
+                    return rc, out, err
+        if name.endswith(".mount"):
+            self._mount(name)
+        else:
+            for line in (ov.unit_section(text, "Service") or "").splitlines():
+                if line.startswith("ExecStart="):
+                    os.makedirs(line.rsplit(" ", 1)[1].strip('"'), exist_ok=True)
+        self.active.add(name)
+        return 0, "", ""
+
+    def _stop(self, name: str) -> None:
+        if name.endswith(".mount"):
+            self._unmount(name)
+        self.active.discard(name)
+
+    def run_command(self, args, check_rc=False, environ_update=None, **kw):
+        assert environ_update == {"LC_ALL": "C"}
+        args = list(args)
+        self.commands.append(args)
+        prog = os.path.basename(args[0])
+        if prog == "mount":
+            return 0, "mount from util-linux %s (libmount %s: selinux)\n" % (self.util_linux, self.util_linux), ""
+        if prog == "journalctl":
+            return 0, "mount[99]: mount: wrong fs type, bad option, bad superblock on overlay\n", ""
+        verb = args[1]
+        if verb == "show":
+            units = args[args.index("--") + 1 :]
+            blocks = []
+            for u in units:
+                blocks.append(
+                    "Id=%s\nUnitFileState=%s\nNeedDaemonReload=no\nActiveState=%s\n"
+                    % (
+                        u,
+                        "enabled" if u in self.enabled else "disabled",
+                        "active" if u in self.active else "inactive",
+                    )
+                )
+            return 0, "\n".join(blocks), ""
+        if verb == "daemon-reload":
+            return 0, "", ""
+        if verb == "start":
+            return self._start(args[2])
+        if verb == "stop":
+            self._stop(args[2])
+            return 0, "", ""
+        if verb in ("enable", "reenable"):
+            self.enabled.add(args[2])
+            return 0, "", ""
+        if verb == "disable":
+            self.enabled.discard(args[2])
+            return 0, "", ""
+        if verb == "reload":
+            return 0, "", ""
+        raise AssertionError("unexpected command %r" % args)
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    h = FakeHost(tmp_path)
+    monkeypatch.setattr(mod, "UNIT_DIR", str(h.unit_dir))
+    monkeypatch.setattr(mod, "MOUNTINFO", str(h.mountinfo))
+    monkeypatch.setattr(mod, "PROC_ROOT", str(h.proc))
+    monkeypatch.setattr(mod, "FSTAB", str(tmp_path / "fstab"))
+    monkeypatch.setattr(ov, "PERSISTENT_BASE", str(tmp_path / "var" / "lib" / "overlayfs"))
+    monkeypatch.setattr(ov, "TMPFS_BASE", str(tmp_path / "run" / "overlayfs"))
+
+    def exit_json(self, **kw):
+        raise AnsibleExitJson(kw)
+
+    def fail_json(self, msg, **kw):
+        kw.update(failed=True, msg=msg)
+        raise AnsibleFailJson(kw)
+
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+    monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, *a, **k: "/usr/bin/" + name)
+    monkeypatch.setattr(basic.AnsibleModule, "run_command", lambda self, *a, **k: h.run_command(*a, **k))
+    for rel in ("opt/app/v2", "opt/app/base", "opt/app/v3"):
+        os.makedirs(h.path(rel))
+    os.chmod(h.path("opt/app/v2"), 0o751)
+    (tmp_path / "opt" / "app" / "base" / "file.txt").write_text("base\n")
+    return h
+
+
+def params(host, **kw):
+    p = {"path": host.path("srv/app"), "lowerdir": [host.path("opt/app/v2"), host.path("opt/app/base")]}
+    p.update(kw)
+    return p
+
+
+def run(args, check_mode=False, diff=False):
+    args = dict(args)
+    if check_mode:
+        args["_ansible_check_mode"] = True
+    if diff:
+        args["_ansible_diff"] = True
+    with patch_module_args(args):
+        with pytest.raises((AnsibleExitJson, AnsibleFailJson)) as info:
+            mod.main()
+    return info.value
+
+
+def ok(args, **kw):
+    res = run(args, **kw)
+    assert isinstance(res, AnsibleExitJson), res.result.get("msg")
+    return res.result
+
+
+def failed(args, **kw):
+    res = run(args, **kw)
+    assert isinstance(res, AnsibleFailJson), res.result
+    return res.result
+
+
+def test_first_run_then_idempotent(host):
+    r = ok(params(host))
+    unit = ov.unit_name(host.path("srv/app"))
+    assert r["changed"] and r["mounted"] and not r["reboot_required"]
+    assert r["unit"] == unit and r["units"] == [unit]
+    assert r["unit_path"] == str(host.unit_dir / unit)
+    assert host.systemctl("daemon-reload") == [["daemon-reload"]]
+    assert ["start", unit] in host.systemctl() and ["enable", unit] in host.systemctl()
+    text = host.unit_text(unit)
+    assert text.startswith(ov.HEADER)
+    assert stat.S_IMODE(os.stat(host.unit_dir / unit).st_mode) == 0o644
+    # upper copies the top lower's mode; work is private
+    assert stat.S_IMODE(os.stat(r["upperdir"]).st_mode) == 0o751
+    assert stat.S_IMODE(os.stat(r["workdir"]).st_mode) == 0o700
+    oid = ov.overlay_id(host.path("srv/app"))
+    assert r["upperdir"] == "%s/%s/upper" % (ov.PERSISTENT_BASE, oid)
+    assert stat.S_IMODE(os.stat(os.path.dirname(r["upperdir"])).st_mode) == 0o700
+    assert r["options"][0] == "lowerdir=%s:%s" % (host.path("opt/app/v2"), host.path("opt/app/base"))
+    assert not [f for f in os.listdir(host.unit_dir) if f.endswith(".tmp")]
+
+    host.commands.clear()
+    r2 = ok(params(host))
+    assert not r2["changed"] and r2["mounted"] and r2["actions"] == []
+    assert host.mutating() == []
+
+
+def test_check_mode_touches_nothing(host):
+    r = ok(params(host), check_mode=True, diff=True)
+    assert r["changed"] and not r["mounted"]
+    assert any(a.startswith("write ") for a in r["actions"])
+    assert os.listdir(host.unit_dir) == []
+    assert not os.path.exists(ov.PERSISTENT_BASE)
+    assert host.mutating() == []
+    (d,) = r["diff"]
+    assert d["before"] == "" and d["after"].startswith(ov.HEADER)
+    assert d["after_header"].endswith(r["unit"])
+
+
+def test_check_mode_after_apply_reports_no_change(host):
+    ok(params(host))
+    host.commands.clear()
+    r = ok(params(host), check_mode=True)
+    assert not r["changed"] and r["mounted"]
+    assert host.mutating() == []
+
+
+def test_diff_mode_shows_change(host):
+    ok(params(host))
+    r = ok(params(host, lowerdir=[host.path("opt/app/v3"), host.path("opt/app/base")]), diff=True)
+    (d,) = r["diff"]
+    assert "v2" in d["before"] and "v3" in d["after"]
+
+
+def test_changed_lowers_restart(host):
+    ok(params(host))
+    host.commands.clear()
+    r = ok(params(host, lowerdir=[host.path("opt/app/v3"), host.path("opt/app/base")]))
+    unit = r["unit"]
+    assert r["changed"] and r["mounted"]
+    verbs = [c[0] for c in host.mutating()]
+    assert verbs == ["stop", "daemon-reload", "start"]
+    assert ["reload", unit] not in host.systemctl()
+    live = ov.mount_at(ov.parse_mountinfo(host.mountinfo.read_text()), host.path("srv/app"))
+    assert ov.parse_overlay_options(live.super_options).lowerdir[0] == host.path("opt/app/v3")
+
+
+def test_busy_overlay_fails_and_changes_nothing(host):
+    ok(params(host))
+    unit_path = host.unit_dir / ov.unit_name(host.path("srv/app"))
+    before = unit_path.read_bytes()
+    d = host.proc / "4242"
+    (d / "fd").mkdir(parents=True)
+    (d / "comm").write_text("bash\n")
+    os.symlink(host.path("srv/app/sub"), d / "cwd")
+    host.commands.clear()
+    r = failed(params(host, lowerdir=[host.path("opt/app/v3"), host.path("opt/app/base")]))
+    assert "4242" in r["msg"] and "bash" in r["msg"] and "nothing was changed" in r["msg"]
+    assert r["holders"] == [{"pid": 4242, "comm": "bash", "reason": "cwd"}]
+    assert unit_path.read_bytes() == before
+    assert host.mutating() == []
+    assert r["mounted"]
+
+
+def test_busy_by_submount(host):
+    ok(params(host))
+    host.add_mount("300 200 0:99 / %s rw - tmpfs tmpfs rw" % host.path("srv/app/cache"))
+    r = failed(params(host, state="unmounted"))
+    assert "srv/app/cache" in r["msg"]
+
+
+def test_failed_start_rolls_back_new_unit(host):
+    unit = ov.unit_name(host.path("srv/app"))
+    host.fail_start[unit] = "Job for %s failed because the control process exited with error code.\n" % unit
+    r = failed(params(host))
+    assert "Job for" in r["msg"] and r["stderr"].startswith("Job for")
+    assert "wrong fs type" in r["journal"]
+    assert host.unit_text(unit) is None
+    assert not os.path.exists(ov.PERSISTENT_BASE)
+    assert len(host.systemctl("daemon-reload")) == 2
+    assert not r["mounted"]
+
+
+def test_failed_restart_restores_previous_unit_and_mount(host):
+    ok(params(host))
+    unit = ov.unit_name(host.path("srv/app"))
+    before = host.unit_text(unit)
+    real_start = host._start
+    calls = []
+
+    def flaky(name):
+        calls.append(name)
+        if len(calls) == 1:
+            return 1, "", "mount: wrong fs type\n"
+        return real_start(name)
+
+    host._start = flaky
+    r = failed(params(host, lowerdir=[host.path("opt/app/v3"), host.path("opt/app/base")]))
+    assert "rolled back" in r["msg"]
+    assert host.unit_text(unit) == before
+    assert r["mounted"]
+    live = ov.mount_at(ov.parse_mountinfo(host.mountinfo.read_text()), host.path("srv/app"))
+    assert ov.parse_overlay_options(live.super_options).lowerdir[0] == host.path("opt/app/v2")
+
+
+def test_verification_failure_rolls_back(host):
+    unit = ov.unit_name(host.path("srv/app"))
+    real_mount = host._mount
+
+    def readonly_mount(name):
+        real_mount(name)
+        text = host.mountinfo.read_text().replace(
+            " rw,nosuid,nodev,relatime - overlay", " ro,nosuid,nodev,relatime - overlay"
+        )
+        host.mountinfo.write_text(text)
+
+    host._mount = readonly_mount
+    r = failed(params(host))
+    assert "read-only" in r["msg"]
+    assert host.unit_text(unit) is None
+
+
+def test_next_boot_leaves_live_mount(host):
+    ok(params(host))
+    host.commands.clear()
+    r = ok(params(host, lowerdir=[host.path("opt/app/v3"), host.path("opt/app/base")], apply="next_boot"))
+    assert r["changed"] and r["reboot_required"] and r["mounted"]
+    assert [c[0] for c in host.mutating()] == ["daemon-reload"]
+    assert host.path("opt/app/v3") in host.unit_text(r["unit"])
+    r2 = ok(params(host, lowerdir=[host.path("opt/app/v3"), host.path("opt/app/base")], apply="next_boot"))
+    assert not r2["changed"] and r2["reboot_required"]
+
+
+def test_absent_keeps_data_then_purge(host):
+    r = ok(params(host))
+    upper = r["upperdir"]
+    with open(os.path.join(upper, "data.txt"), "w") as fh:
+        fh.write("keep me\n")
+    host.commands.clear()
+    r = ok({"path": host.path("srv/app"), "state": "absent"})
+    assert r["changed"] and not r["mounted"] and r["units"] == [r["unit"]]
+    assert host.unit_text(r["unit"]) is None
+    assert os.path.exists(os.path.join(upper, "data.txt"))
+    assert [c[0] for c in host.mutating()] == ["stop", "disable", "daemon-reload"]
+    assert r["unit"] not in host.enabled
+
+    r = ok({"path": host.path("srv/app"), "state": "absent"})
+    assert not r["changed"]
+
+    ok(params(host))
+    r = ok({"path": host.path("srv/app"), "state": "absent", "purge": True})
+    assert not os.path.exists(upper)
+    assert not os.path.exists(os.path.dirname(upper))
+    assert os.path.exists(host.path("opt/app/base/file.txt"))
+
+
+def test_absent_purge_explicit_dirs(host):
+    up, work = host.path("data/up"), host.path("data/work")
+    ok(params(host, upperdir=up, workdir=work))
+    assert os.path.isdir(up) and os.path.isdir(work)
+    ok({"path": host.path("srv/app"), "state": "absent", "purge": True})
+    assert not os.path.exists(up) and not os.path.exists(work)
+    assert os.path.isdir(host.path("data"))
+
+
+def test_absent_leaves_unmanaged_unit(host):
+    unit = ov.unit_name(host.path("srv/app"))
+    (host.unit_dir / unit).write_text("[Mount]\nWhat=/dev/sdb1\nWhere=%s\n" % host.path("srv/app"))
+    r = ok({"path": host.path("srv/app"), "state": "absent"})
+    assert not r["changed"]
+    assert host.unit_text(unit) is not None
+
+
+def test_tmpfs_upper(host):
+    r = ok(params(host, upper="tmpfs", tmpfs_size="50%"))
+    oid = ov.overlay_id(host.path("srv/app"))
+    tmpfs_unit = ov.unit_name(os.path.join(ov.TMPFS_BASE, oid))
+    prep = "overlayfs-prepare-%s.service" % oid
+    assert r["units"] == [r["unit"], tmpfs_unit, prep]
+    assert "size=50%%" in host.unit_text(tmpfs_unit)
+    assert "ExecStart=/usr/bin/install -d -m 0751" in host.unit_text(prep)
+    assert r["mounted"] and r["upperdir"] == os.path.join(ov.TMPFS_BASE, oid, "upper")
+    assert not os.path.exists(ov.PERSISTENT_BASE)
+    host.commands.clear()
+    r2 = ok(params(host, upper="tmpfs", tmpfs_size="50%"))
+    assert not r2["changed"] and host.mutating() == []
+    # resize: remount the tmpfs, leave the overlay alone
+    r3 = ok(params(host, upper="tmpfs", tmpfs_size="60%"))
+    assert r3["changed"] and ["reload", tmpfs_unit] in host.systemctl() and ["stop", r["unit"]] not in host.systemctl()
+    # back to persistent: the tmpfs units go away
+    host.commands.clear()
+    r4 = ok(params(host))
+    assert host.unit_text(tmpfs_unit) is None and host.unit_text(prep) is None
+    assert ["stop", tmpfs_unit] in host.systemctl() and r4["mounted"]
+
+
+def test_present_and_unmounted(host):
+    r = ok(params(host, state="present"))
+    assert r["changed"] and not r["mounted"] and host.systemctl("start") == []
+    assert r["unit"] in host.enabled
+    r = ok(params(host))
+    assert r["mounted"]
+    r = ok(params(host, state="unmounted", enabled=False))
+    assert r["changed"] and not r["mounted"] and r["unit"] not in host.enabled
+    assert host.unit_text(r["unit"]) is not None
+
+
+@pytest.mark.parametrize(
+    "overrides, param, fragment",
+    [
+        ({"lowerdir": ["relative/dir"]}, "lowerdir", "relative"),
+        ({"metacopy": True, "redirect_dir": "off"}, "metacopy", "redirect_dir"),
+        ({"volatile": True}, "volatile", "incompat"),
+        ({"upper": "none", "lowerdir": ["/opt/x"]}, "lowerdir", "at least 2"),
+        ({"tmpfs_size": "lots", "upper": "tmpfs"}, "tmpfs_size", "tmpfs_size"),
+    ],
+)
+def test_validation_errors_name_the_parameter(host, overrides, param, fragment):
+    r = failed(params(host, **overrides))
+    assert r["param"] == param and fragment in r["msg"]
+    assert host.mutating() == [] and os.listdir(host.unit_dir) == []
+
+
+def test_missing_lower_is_refused(host):
+    r = failed(params(host, lowerdir=[host.path("opt/nope"), host.path("opt/app/base")]))
+    assert r["param"] == "lowerdir" and "does not exist" in r["msg"]
+
+
+def test_nonempty_mountpoint(host):
+    os.makedirs(host.path("srv/app"))
+    (host.root / "srv" / "app" / "old.txt").write_text("x")
+    r = failed(params(host))
+    assert r["param"] == "path" and "old.txt" in r["msg"]
+    assert ok(params(host, allow_nonempty_mountpoint=True))["mounted"]
+
+
+def test_nonempty_foreign_workdir(host):
+    work = host.path("data/work")
+    os.makedirs(os.path.join(work, "work", "precious"))
+    r = failed(params(host, upperdir=host.path("data/up"), workdir=work))
+    assert r["param"] == "workdir" and "deletes" in r["msg"]
+
+
+def test_upper_on_overlay_is_refused(host):
+    host.add_mount("90 22 0:50 / %s rw - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w" % host.path("var"))
+    r = failed(params(host))
+    assert r["param"] == "upperdir" and "overlayfs" in r["msg"] and "tmpfs" in r["msg"]
+
+
+def test_upper_and_work_on_different_mounts(host):
+    host.add_mount("91 22 0:51 / %s rw - ext4 /dev/vdb rw" % host.path("data/a"))
+    r = failed(params(host, upperdir=host.path("data/a/up"), workdir=host.path("data/work")))
+    assert r["param"] == "workdir" and "same mount" in r["msg"]
+
+
+def test_upper_shared_with_another_overlay(host):
+    up = host.path("data/up")
+    host.add_mount(
+        "92 22 0:52 / /srv/other rw - overlay overlay rw,lowerdir=/l,upperdir=%s,workdir=%s"
+        % (up, host.path("data/w2"))
+    )
+    r = failed(params(host, upperdir=up, workdir=host.path("data/work")))
+    assert r["param"] == "upperdir" and "/srv/other" in r["msg"]
+
+
+def test_foreign_mount_at_path(host):
+    host.add_mount("93 22 0:53 / %s rw - ext4 /dev/vdc rw" % host.path("srv/app"))
+    r = failed(params(host))
+    assert "ext4" in r["msg"] and r["param"] == "path"
+
+
+def test_per_value_limit_with_new_util_linux(host):
+    deep = host.path("opt/" + "/".join(["d" * 40] * 6))
+    os.makedirs(deep)
+    host.util_linux = "2.39.3"
+    r = failed(params(host, lowerdir=[deep, host.path("opt/app/base")]))
+    assert r["param"] == "lowerdir" and "fsconfig" in r["msg"]
+    host.util_linux = "2.38.1"
+    assert ok(params(host, lowerdir=[deep, host.path("opt/app/base")]))["mounted"]
+
+
+def test_explicit_owner_mode_enforced_on_existing_upper(host):
+    up, work = host.path("data/up"), host.path("data/work")
+    ok(params(host, upperdir=up, workdir=work))
+    r = ok(params(host, upperdir=up, workdir=work, mode="0700"))
+    assert r["changed"] and stat.S_IMODE(os.stat(up).st_mode) == 0o700
+    assert not ok(params(host, upperdir=up, workdir=work, mode="0700"))["changed"]
+
+
+def test_escaped_paths_round_trip(host):
+    lower = host.path("opt/my app,v:1")
+    os.makedirs(lower)
+    r = ok(params(host, path=host.path("srv/my-app"), lowerdir=[lower, host.path("opt/app/base")]))
+    assert "\\x2d" in r["unit"] and r["mounted"]
+    assert "lowerdir=%s" % lower.replace(",", "\\,").replace(":", "\\:") in r["options"][0]
+    host.commands.clear()
+    assert not ok(params(host, path=host.path("srv/my-app"), lowerdir=[lower, host.path("opt/app/base")]))["changed"]
+
+
+def test_owner_and_group_by_name(host):
+    r = ok(params(host, owner="root", group="0", mode="0750", upperdir=host.path("d/up"), workdir=host.path("d/wk")))
+    st = os.stat(r["upperdir"])
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o750)
+
+
+def test_unknown_owner_is_refused(host):
+    r = failed(params(host, owner="no-such-user-here"))
+    assert r["param"] == "owner" and "no-such-user-here" in r["msg"]
+    assert os.listdir(host.unit_dir) == []
+
+
+def test_absent_in_check_mode_changes_nothing(host):
+    ok(params(host))
+    host.commands.clear()
+    r = ok({"path": host.path("srv/app"), "state": "absent", "purge": True}, check_mode=True)
+    assert r["changed"] and r["mounted"]
+    assert any(a.startswith("purge ") for a in r["actions"])
+    assert host.mutating() == []
+    assert host.unit_text(r["unit"]) is not None and os.path.isdir(r["upperdir"])
