@@ -61,6 +61,7 @@ docker_down() {
   # Remove leftover bench containers first so the next run starts clean.
   local ids
   ids=$(docker ps -aq --filter label=overlayfs-systemd.bench 2>/dev/null || true)
+  # shellcheck disable=SC2086  # one container id per word
   [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
   local pid
   pid=$(cat "$STATE_DIR/dockerd.pid" 2>/dev/null || true)
@@ -69,7 +70,7 @@ docker_down() {
     kill "$pid"
     local i
     for i in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
   fi
   # containerd is started by dockerd as a child; make sure nothing is left.
   pkill -f '^containerd --config /var/run/docker/containerd' 2>/dev/null || true

@@ -16,3 +16,8 @@ for m in "$ROOT"/plugins/modules/*.py; do
   ANSIBLE_COLLECTIONS_PATH="$work/installed" ansible-doc "overlayfs.systemd.$name" >/dev/null
   echo "ansible-doc overlayfs.systemd.$name: ok"
 done
+for f in "$ROOT"/plugins/filter/*.py; do
+  name=$(basename "$f" .py)
+  ANSIBLE_COLLECTIONS_PATH="$work/installed" ansible-doc -t filter "overlayfs.systemd.$name" >/dev/null
+  echo "ansible-doc -t filter overlayfs.systemd.$name: ok"
+done

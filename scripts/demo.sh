@@ -26,7 +26,10 @@ timed "bench up" scripts/bench.sh up
 # (.config/molecule/config.yml), so the demo boots exactly like the tests.
 timed "boot demo container" molecule create -s demo
 
+# run 'SHELL CODE': runs in the container, so its $ expand there.
+# shellcheck disable=SC2016
 run() { docker exec "$C" bash -c "$1"; }
+# shellcheck disable=SC2016
 show() {
   echo
   echo "==================== $1 ===================="
@@ -45,14 +48,15 @@ show "after the playbook"
 echo
 echo "--- using the appliance: the app writes a session log, an operator changes the volume"
 run 'echo "user tapped start" >> /srv/kiosk/session.log; sed -i s/volume=40/volume=70/ /etc/kiosk/kiosk.conf'
+# shellcheck disable=SC2016
 run 'echo "writing to the read-only assets: $(touch /usr/share/kiosk-assets/x 2>&1 || true)"'
 show "before the reboot"
 
 reboot_demo() {
   docker stop --time 60 "$C" >/dev/null
   docker start "$C" >/dev/null
-  local i
-  for i in $(seq 1 120); do
+  local _
+  for _ in $(seq 1 120); do
     state=$(docker exec "$C" systemctl is-system-running 2>/dev/null || true)
     case "$state" in running|degraded) return 0 ;; esac
     sleep 0.5

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import sys
 
-SUMMARY = re.compile(r"^=+ (?P<body>.*\b(?:passed|failed|error|errors|no tests ran)\b.*) in [0-9.]+s.*=+$")
+SUMMARY = re.compile(r"^(?:=+ )?(?P<body>\d+ (?:passed|failed|errors?|skipped)\b.*) in [0-9.]+s\b.*$")
 COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
 
 

@@ -30,6 +30,18 @@ summary() {
 }
 trap summary EXIT
 
+need_apt() {
+  # Debian tools the checks use: shellcheck (ansible-test's shell sanity
+  # test), make and git (the test command itself).
+  local missing=()
+  command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+  command -v git >/dev/null 2>&1 || missing+=(git)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || die "install ${missing[*]} (Debian packages) first"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+timed "debian tools" need_apt
 timed "venv" scripts/venv.sh
 export PATH="$ROOT/.venv/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$ROOT/.cache/collections"
@@ -48,7 +60,8 @@ timed "collection build+install" scripts/build_install.sh
 if [ "${OVERLAYFS_SKIP_MOLECULE:-0}" != 1 ]; then
   timed "bench up" scripts/bench.sh up
   trap 'timed "bench docker-down" scripts/bench.sh docker-down; summary' EXIT
-  for scenario in $(ls molecule | grep -v -e '^shared$' -e '\.py$' -e '^__pycache__$'); do
+  for scenario_file in molecule/*/molecule.yml; do
+    scenario=$(basename "$(dirname "$scenario_file")")
     timed "molecule $scenario" molecule test -s "$scenario"
   done
 fi

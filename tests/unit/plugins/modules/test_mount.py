@@ -83,7 +83,7 @@ class FakeHost:
         text = self.unit_text(name) or ""
         keys: dict[str, str] = {}
         for line in (ov.unit_section(text, "Mount") or "").splitlines():
-            k, _, v = line.partition("=")
+            k, _sep, v = line.partition("=")
             keys[k] = v.replace("%%", "%")
         return keys
 
