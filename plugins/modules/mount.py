@@ -1096,10 +1096,11 @@ def main() -> None:
         final = mount_at(read_mounts(), spec.path)
         result["mounted"] = final is not None and final.fstype == "overlay"
     except BusyError as exc:
-        result["mounted"] = was_mounted
+        # Refused before anything was touched: nothing changed.
+        result.update(changed=False, mounted=was_mounted)
         module.fail_json(msg=str(exc), param=exc.param, holders=exc.holders, **result)
     except OverlayError as exc:
-        result["mounted"] = was_mounted
+        result.update(changed=False, mounted=was_mounted)
         module.fail_json(msg=str(exc), param=exc.param, **result)
     except ActivationError as exc:
         journal = "\n".join(
