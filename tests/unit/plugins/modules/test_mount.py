@@ -327,6 +327,7 @@ def test_busy_overlay_fails_and_changes_nothing(host):
     assert unit_path.read_bytes() == before
     assert host.mutating() == []
     assert r["mounted"]
+    assert r["changed"] is False
 
 
 def test_busy_by_submount(host):
