@@ -17,6 +17,14 @@ IMAGE_REPO=${OVERLAYFS_BENCH_IMAGE_REPO:-overlayfs-systemd/debian12}
 SUITE=${OVERLAYFS_BENCH_SUITE:-bookworm}
 MIRROR=${OVERLAYFS_BENCH_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=systemd,systemd-sysv,dbus,python3,util-linux,procps,psmisc,attr,kmod,coreutils,findutils,tar,gzip
+# Units that make no sense in a container and slow the boot: masked.
+MASKED_UNITS="systemd-remount-fs.service systemd-firstboot.service getty@tty1.service
+  systemd-udevd.service systemd-udev-trigger.service systemd-modules-load.service
+  sys-kernel-debug.mount sys-kernel-tracing.mount sys-kernel-config.mount
+  dev-hugepages.mount dev-mqueue.mount apt-daily.timer apt-daily-upgrade.timer
+  e2scrub_all.timer fstrim.timer"
+# Bump when the way the image is made changes (not for edits elsewhere here).
+IMAGE_RECIPE=1
 STATE_DIR=${OVERLAYFS_BENCH_STATE:-/run/overlayfs-bench}
 DOCKERD_LOG=$STATE_DIR/dockerd.log
 
@@ -80,7 +88,7 @@ docker_down() {
 image_tag() {
   # The tag is a hash of everything that goes into the image, so a changed
   # input builds a new image and an unchanged one is reused.
-  { echo "$SUITE $MIRROR $PACKAGES"; cat "$HERE/bench.sh"; } | sha256sum | cut -c1-12
+  echo "$IMAGE_RECIPE $SUITE $MIRROR $PACKAGES $MASKED_UNITS" | sha256sum | cut -c1-12
 }
 
 image() {
@@ -103,11 +111,7 @@ image() {
     echo bench > "$root/etc/hostname"
     # Units that make no sense in a container and slow the boot.
     local u
-    for u in systemd-remount-fs.service systemd-firstboot.service getty@tty1.service \
-             systemd-udevd.service systemd-udev-trigger.service systemd-modules-load.service \
-             sys-kernel-debug.mount sys-kernel-tracing.mount sys-kernel-config.mount \
-             dev-hugepages.mount dev-mqueue.mount apt-daily.timer apt-daily-upgrade.timer \
-             e2scrub_all.timer fstrim.timer; do
+    for u in $MASKED_UNITS; do
       ln -sf /dev/null "$root/etc/systemd/system/$u"
     done
     log "docker import as $IMAGE_REPO:rootfs-$tag"
@@ -124,6 +128,11 @@ image() {
     docker rmi "$IMAGE_REPO:rootfs-$tag" >/dev/null
   fi
   docker tag "$ref" "$IMAGE_REPO:test"
+  # Older bench images (other inputs) are no longer used by anything.
+  local old
+  for old in $(docker images "$IMAGE_REPO" --format '{{.Repository}}:{{.Tag}}'); do
+    case "$old" in "$ref"|"$IMAGE_REPO:test") ;; *) docker rmi "$old" >/dev/null 2>&1 || true ;; esac
+  done
   log "base image ready: $IMAGE_REPO:test (= $ref)"
 }
 

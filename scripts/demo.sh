@@ -33,7 +33,7 @@ run() { docker exec "$C" bash -c "$1"; }
 show() {
   echo
   echo "==================== $1 ===================="
-  run 'findmnt -t overlay -o TARGET,OPTIONS | sed "s/,/, /g"'
+  run 'findmnt -t overlay -o TARGET,OPTIONS --list | awk "NR==1 || \$1 != \"/\"" | sed "s/,/, /g"'
   echo "--- units"
   run 'systemctl list-units --no-legend --plain "*.mount" "overlayfs-*" | grep -E "kiosk|overlayfs" | cut -c1-100'
   echo "--- what the app sees"
@@ -42,7 +42,7 @@ show() {
 }
 
 timed "apply playbooks/demo.yml" ansible-playbook -i "$C," -c community.docker.docker \
-  -e ansible_python_interpreter=/usr/bin/python3 playbooks/demo.yml
+  -e ansible_python_interpreter=/usr/bin/python3 -e ansible_become=false playbooks/demo.yml
 show "after the playbook"
 
 echo
