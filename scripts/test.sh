@@ -32,10 +32,12 @@ trap summary EXIT
 
 need_apt() {
   # Debian tools the checks use: shellcheck (ansible-test's shell sanity
-  # test), make and git (the test command itself).
+  # test), git (sanity finds files through git), systemd-escape.
   local missing=()
   command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
   command -v git >/dev/null 2>&1 || missing+=(git)
+  # The unit tests compare unit names with the real systemd-escape.
+  command -v systemd-escape >/dev/null 2>&1 || missing+=(systemd)
   [ ${#missing[@]} -eq 0 ] && return 0
   [ "$(id -u)" = 0 ] || die "install ${missing[*]} (Debian packages) first"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
