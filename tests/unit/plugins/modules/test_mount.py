@@ -18,6 +18,7 @@ import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
 from ansible_collections.overlayfs.systemd.plugins.modules import mount as mod
 
@@ -191,10 +192,10 @@ class FakeHost:
 @pytest.fixture
 def host(tmp_path, monkeypatch):
     h = FakeHost(tmp_path)
-    monkeypatch.setattr(mod, "UNIT_DIR", str(h.unit_dir))
-    monkeypatch.setattr(mod, "MOUNTINFO", str(h.mountinfo))
-    monkeypatch.setattr(mod, "PROC_ROOT", str(h.proc))
-    monkeypatch.setattr(mod, "FSTAB", str(tmp_path / "fstab"))
+    monkeypatch.setattr(conv, "UNIT_DIR", str(h.unit_dir))
+    monkeypatch.setattr(conv, "MOUNTINFO", str(h.mountinfo))
+    monkeypatch.setattr(conv, "PROC_ROOT", str(h.proc))
+    monkeypatch.setattr(conv, "FSTAB", str(tmp_path / "fstab"))
     monkeypatch.setattr(ov, "PERSISTENT_BASE", str(tmp_path / "var" / "lib" / "overlayfs"))
     monkeypatch.setattr(ov, "TMPFS_BASE", str(tmp_path / "run" / "overlayfs"))
 
