@@ -17,11 +17,11 @@ export ANSIBLE_COLLECTIONS_PATH="$ROOT/.cache/collections"
 
 if [ "${1:-}" = clean ]; then
   timed "remove demo container" molecule destroy -s demo
-  timed "bench docker-down" scripts/bench.sh docker-down
+  scripts/bench.sh docker-down
   exit 0
 fi
 
-timed "bench up" scripts/bench.sh up
+scripts/bench.sh up   # times its own steps
 # The container is made by molecule from the shared platform settings
 # (.config/molecule/config.yml), so the demo boots exactly like the tests.
 timed "boot demo container" molecule create -s demo

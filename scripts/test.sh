@@ -60,8 +60,8 @@ timed "pytest units" pytest tests/unit -q -p no:cacheprovider \
   --cov=plugins --cov-report=term --cov-report=xml:.cache/coverage.xml
 timed "collection build+install" scripts/build_install.sh
 if [ "${OVERLAYFS_SKIP_MOLECULE:-0}" != 1 ]; then
-  timed "bench up" scripts/bench.sh up
-  trap 'timed "bench docker-down" scripts/bench.sh docker-down; summary' EXIT
+  scripts/bench.sh up   # times its own steps
+  trap 'rc=$?; scripts/bench.sh docker-down; (exit $rc); summary' EXIT
   for scenario_file in molecule/*/molecule.yml; do
     scenario=$(basename "$(dirname "$scenario_file")")
     timed "molecule $scenario" molecule test -s "$scenario"
