@@ -363,6 +363,25 @@ def check_purge(spec: OverlaySpec, targets: list[str], mounts: list[_overlay.Mou
             raise OverlayError("purge refuses %s: it is a symlink" % t, "purge")
 
 
+def tmpfs_loss_check(spec: OverlaySpec, pl: _overlay.Plan) -> None:
+    """Refuse to stop a tmpfs whose upper holds changes, unless purge=true asks for exactly that.
+
+    Stopping the tmpfs unit (state=absent, or switching away from upper=tmpfs)
+    discards everything written through the overlay since boot.
+    """
+    if spec.tmpfs_unit not in pl.stop or spec.purge:
+        return
+    upper = _overlay.tmpfs_dir_for(spec.id) + "/upper"
+    names = dir_entries(upper) or []
+    if names:
+        raise OverlayError(
+            "the tmpfs upper %s of %s holds changes (%s); removing its tmpfs would discard them. Save them first "
+            "(overlayfs.systemd.upper state=committed or exported), or set purge: true to discard them"
+            % (upper, spec.path, ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")),
+            "purge",
+        )
+
+
 def busy_check(spec: OverlaySpec, stop_units: list[str], mounts: list[_overlay.MountInfo]) -> None:
     checks = []
     if spec.unit in stop_units:
@@ -616,6 +635,7 @@ def prepare(
             purge = purge_targets(spec, current) if spec.purge else []
             check_purge(spec, purge, mounts)
         pl = plan(spec, desired, current, live, live_tmpfs, enabled_now, pending_reload, purge)
+        tmpfs_loss_check(spec, pl)
     except OverlayError as exc:
         raise _fail(result, exc, was_mounted) from None
     except CommandError as exc:

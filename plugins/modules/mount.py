@@ -122,7 +122,8 @@ options:
       - V(unmounted) writes the units and stops the overlay (checking first that nothing uses it). With
         O(upper=tmpfs) the tmpfs stays mounted with its content until reboot or O(state=absent).
       - V(absent) stops the overlay (busy check first), disables it and removes the unit files this
-        collection wrote. Upper and work data are kept unless O(purge=true).
+        collection wrote. Upper and work data are kept unless O(purge=true); a non-empty tmpfs upper makes
+        it refuse unless O(purge=true).
     type: str
     choices: [mounted, present, unmounted, absent]
     default: mounted
@@ -243,6 +244,8 @@ options:
       - With O(state=absent), also delete the upper and work directories (the data!) that the removed unit
         used, and the C(/var/lib/overlayfs/<id>) directory of the default layout. Lowers are never deleted.
         A directory that is a mount point or has mounts below it is refused.
+      - A tmpfs upper's changes are lost when its tmpfs stops (O(state=absent), or a change of O(upper) away
+        from V(tmpfs)). While that upper holds anything, the module refuses such a run unless O(purge=true).
     type: bool
     default: false
   allow_nonempty_mountpoint:

@@ -463,6 +463,27 @@ def test_tmpfs_upper(host):
     assert ["stop", tmpfs_unit] in host.systemctl() and r4["mounted"]
 
 
+@pytest.mark.parametrize("change", [{"state": "absent"}, {"upper": "persistent"}])
+def test_tmpfs_upper_with_changes_is_not_discarded_without_purge(host, change):
+    tmpfs = params(host, upper="tmpfs", tmpfs_size="50%")
+    r = ok(tmpfs)
+    os.makedirs(r["upperdir"], exist_ok=True)
+    with open(os.path.join(r["upperdir"], "session.log"), "w") as fh:
+        fh.write("work of the day\n")
+    unit_before = host.unit_text(r["unit"])
+    host.commands.clear()
+    args = dict(tmpfs, **change)
+    if change.get("upper") == "persistent":
+        del args["tmpfs_size"]
+    refused = failed(args)
+    assert refused["param"] == "purge" and "session.log" in refused["msg"] and not refused["changed"]
+    assert host.mutating() == [] and host.unit_text(r["unit"]) == unit_before
+    assert os.path.exists(os.path.join(r["upperdir"], "session.log"))
+    # Asked for exactly that: discarded.
+    done = ok(dict(args, purge=True))
+    assert done["changed"]
+
+
 def test_present_and_unmounted(host):
     r = ok(params(host, state="present"))
     assert r["changed"] and not r["mounted"] and host.systemctl("start") == []
