@@ -1367,3 +1367,35 @@ def make_dirs_secure(path: str, mode: int, uid: int, gid: int, created: list[str
     finally:
         os.close(fd)
     return leaf_created
+
+
+# ---------------------------------------------------------------------------
+# The aggregate target of many overlays
+# ---------------------------------------------------------------------------
+
+TARGET_WANTED_BY = "multi-user.target"
+
+
+def check_target_name(name: str, param: str = "target") -> str:
+    """A target unit name such as ``overlays.target``; refuse anything else."""
+    if not _UNIT_RE.match(name) or not name.endswith(".target") or len(name.encode("utf-8")) > UNIT_NAME_MAX:
+        raise OverlayError(
+            "%s %r is not a target unit name; give a name such as overlays.target (letters, digits, "
+            "':', '_', '.', '-', '@', ending in .target)" % (param, name),
+            param,
+        )
+    return name
+
+
+def render_target(name: str, mount_units: Sequence[str]) -> str:
+    """Render the aggregate target that requires and orders after every overlay's mount unit.
+
+    Services declare ``After=<name>`` and ``Requires=<name>``; the target is
+    wanted by multi-user.target (never by local-fs.target, which the overlay
+    units already precede, so the target cannot take part in an ordering
+    cycle of the early boot).
+    """
+    lines = ["Description=Overlays declared by overlayfs.systemd", "%sRole=target" % X_PREFIX]
+    lines += ["Requires=%s" % u for u in mount_units]
+    lines += ["After=%s" % u for u in mount_units]
+    return "%s\n%s\n%s" % (HEADER, _section("Unit", lines), _section("Install", ["WantedBy=%s" % TARGET_WANTED_BY]))

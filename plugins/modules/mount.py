@@ -435,6 +435,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import (
     ARGUMENT_SPEC,
+    REQUIRED_IF,
+    REQUIRED_TOGETHER,
     ConvergeError,
     converge,
 )
@@ -445,12 +447,8 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
-        required_together=[("upperdir", "workdir")],
-        required_if=[
-            ("state", "mounted", ("lowerdir",)),
-            ("state", "present", ("lowerdir",)),
-            ("state", "unmounted", ("lowerdir",)),
-        ],
+        required_together=REQUIRED_TOGETHER,
+        required_if=REQUIRED_IF,
     )
     try:
         result = converge(module, Systemd(module), module.params)

@@ -38,6 +38,13 @@ def module_args(task: dict) -> dict:
     return {}
 
 
+def overlay_args(args: dict) -> list[dict]:
+    """The overlay definitions of a task: its arguments, or each item of a bulk module's overlays."""
+    if isinstance(args.get("overlays"), list):
+        return [dict(args.get("defaults") or {}, **item) for item in args["overlays"]]
+    return [args]
+
+
 @pytest.fixture(scope="module")
 def collections_path():
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,11 +61,11 @@ def test_examples_run(host, plugin, collections_path):
     lowers: set[str] = set()
     upper_parents: set[str] = set()
     for task in tasks:
-        args = module_args(task)
-        lowers.update(args.get("lowerdir") or [])
-        for key in ("upperdir", "workdir"):
-            if args.get(key):
-                upper_parents.add(os.path.dirname(os.path.dirname(args[key])))
+        for args in overlay_args(module_args(task)):
+            lowers.update(args.get("lowerdir") or [])
+            for key in ("upperdir", "workdir"):
+                if args.get(key):
+                    upper_parents.add(os.path.dirname(os.path.dirname(args[key])))
     for lower in sorted(lowers):
         host.run_expect([0], "mkdir -p %s && echo %s > %s/from-lower.txt", lower, lower, lower)
     for parent in sorted(upper_parents):

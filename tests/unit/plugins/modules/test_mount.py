@@ -1,220 +1,19 @@
 # Copyright (c) overlayfs.systemd contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The mount module end to end against a fake host.
-
-A temporary directory holds the unit directory, a mountinfo file and a fake
-/proc. ``run_command`` is replaced by a small fake systemd that mounts and
-unmounts by editing that mountinfo file from the unit file it is asked to
-start, so the module's verification reads what the "kernel" shows.
-"""
+"""The mount module end to end against the fake host of ``fakehost.py``."""
 
 from __future__ import annotations
 
 import os
 import stat
+from functools import partial
 
 import pytest
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
+from fakehost import expect_failed, expect_ok, run_main
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
 from ansible_collections.overlayfs.systemd.plugins.modules import mount as mod
-
-MUTATING = ("start", "stop", "restart", "reload", "enable", "disable", "reenable", "daemon-reload")
-
-
-class AnsibleExitJson(Exception):
-    @property
-    def result(self):
-        return self.args[0]
-
-
-class AnsibleFailJson(Exception):
-    @property
-    def result(self):
-        return self.args[0]
-
-
-def octal_escape(s: str, chars: str) -> str:
-    return "".join("\\%03o" % ord(c) if c in chars else c for c in s)
-
-
-class FakeHost:
-    def __init__(self, root):
-        self.root = root
-        self.unit_dir = root / "etc" / "systemd" / "system"
-        self.unit_dir.mkdir(parents=True)
-        self.mountinfo = root / "mountinfo"
-        self.mountinfo.write_text(
-            "22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw,errors=remount-ro\n"
-            "25 22 0:23 / /run rw,nosuid,nodev,noexec,relatime shared:5 - tmpfs tmpfs rw,mode=755\n"
-        )
-        self.proc = root / "proc"
-        self.proc.mkdir()
-        self.commands: list[list[str]] = []
-        self.enabled: set[str] = set()
-        self.fail_start: dict[str, str] = {}
-        self.util_linux = "2.38.1"
-        self.next_id = 200
-        self.active: set[str] = set()
-
-    # -- helpers for tests -------------------------------------------------
-    def path(self, rel: str) -> str:
-        return str(self.root / rel.lstrip("/"))
-
-    def unit_text(self, name: str) -> str | None:
-        p = self.unit_dir / name
-        return p.read_text() if p.exists() else None
-
-    def systemctl(self, verb: str | None = None) -> list[list[str]]:
-        out = [c[1:] for c in self.commands if c[0].endswith("systemctl")]
-        return [c for c in out if verb is None or c[0] == verb]
-
-    def mutating(self) -> list[list[str]]:
-        return [c for c in self.systemctl() if c[0] in MUTATING]
-
-    def add_mount(self, line: str) -> None:
-        with open(self.mountinfo, "a") as fh:
-            fh.write(line + "\n")
-
-    # -- fake systemd ------------------------------------------------------
-    def _mount_section(self, name: str) -> dict[str, str]:
-        text = self.unit_text(name) or ""
-        keys: dict[str, str] = {}
-        for line in (ov.unit_section(text, "Mount") or "").splitlines():
-            k, _sep, v = line.partition("=")
-            keys[k] = v.replace("%%", "%")
-        return keys
-
-    def _mount(self, name: str) -> None:
-        keys = self._mount_section(name)
-        opts = ov.split_unescaped(keys["Options"], ",")
-        flags = [o for o in opts if o in ("ro", "nosuid", "nodev", "noexec")]
-        mount_opts = ",".join(["ro" if "ro" in flags else "rw"] + [f for f in flags if f != "ro"] + ["relatime"])
-        where = keys["Where"]
-        if keys["Type"] == "overlay":
-            super_opts = ",".join(octal_escape(o, ", \t\n\\") for o in opts if o not in flags)
-            line = "%d 22 0:%d / %s %s - overlay overlay rw,%s" % (
-                self.next_id,
-                self.next_id,
-                octal_escape(where, " \t\n\\"),
-                mount_opts,
-                super_opts,
-            )
-        else:
-            line = "%d 25 0:%d / %s %s - tmpfs tmpfs rw,%s" % (
-                self.next_id,
-                self.next_id,
-                where,
-                mount_opts,
-                keys["Options"],
-            )
-        self.next_id += 1
-        self.add_mount(line)
-
-    def _unmount(self, name: str) -> None:
-        keys = self._mount_section(name)
-        where = octal_escape(keys.get("Where", "//none"), " \t\n\\")
-        lines = self.mountinfo.read_text().splitlines()
-        keep = [x for x in lines if x.split(" ")[4] != where]
-        self.mountinfo.write_text("".join(x + "\n" for x in keep))
-
-    def _start(self, name: str) -> tuple[int, str, str]:
-        if name in self.fail_start:
-            return 1, "", self.fail_start[name]
-        if name in self.active:
-            return 0, "", ""
-        text = self.unit_text(name)
-        if text is None:
-            return 5, "", "Failed to start %s: Unit %s not found.\n" % (name, name)
-        for line in text.splitlines():
-            if line.startswith(("Requires=", "BindsTo=")):
-                rc, out, err = self._start(line.split("=", 1)[1])
-                if rc:
-                    return rc, out, err
-        if name.endswith(".mount"):
-            self._mount(name)
-        else:
-            for line in (ov.unit_section(text, "Service") or "").splitlines():
-                if line.startswith("ExecStart="):
-                    os.makedirs(line.rsplit(" ", 1)[1].strip('"'), exist_ok=True)
-        self.active.add(name)
-        return 0, "", ""
-
-    def _stop(self, name: str) -> None:
-        if name.endswith(".mount"):
-            self._unmount(name)
-        self.active.discard(name)
-
-    def run_command(self, args, check_rc=False, environ_update=None, **kw):
-        assert environ_update == {"LC_ALL": "C"}
-        args = list(args)
-        self.commands.append(args)
-        prog = os.path.basename(args[0])
-        if prog == "mount":
-            return 0, "mount from util-linux %s (libmount %s: selinux)\n" % (self.util_linux, self.util_linux), ""
-        if prog == "journalctl":
-            return 0, "mount[99]: mount: wrong fs type, bad option, bad superblock on overlay\n", ""
-        verb = args[1]
-        if verb == "show":
-            units = args[args.index("--") + 1 :]
-            blocks = []
-            for u in units:
-                blocks.append(
-                    "Id=%s\nUnitFileState=%s\nNeedDaemonReload=no\nActiveState=%s\n"
-                    % (
-                        u,
-                        "enabled" if u in self.enabled else "disabled",
-                        "active" if u in self.active else "inactive",
-                    )
-                )
-            return 0, "\n".join(blocks), ""
-        if verb == "daemon-reload":
-            return 0, "", ""
-        if verb == "start":
-            return self._start(args[2])
-        if verb == "stop":
-            self._stop(args[2])
-            return 0, "", ""
-        if verb in ("enable", "reenable"):
-            self.enabled.add(args[2])
-            return 0, "", ""
-        if verb == "disable":
-            self.enabled.discard(args[2])
-            return 0, "", ""
-        if verb == "reload":
-            return 0, "", ""
-        raise AssertionError("unexpected command %r" % args)
-
-
-@pytest.fixture
-def host(tmp_path, monkeypatch):
-    h = FakeHost(tmp_path)
-    monkeypatch.setattr(conv, "UNIT_DIR", str(h.unit_dir))
-    monkeypatch.setattr(conv, "MOUNTINFO", str(h.mountinfo))
-    monkeypatch.setattr(conv, "PROC_ROOT", str(h.proc))
-    monkeypatch.setattr(conv, "FSTAB", str(tmp_path / "fstab"))
-    monkeypatch.setattr(ov, "PERSISTENT_BASE", str(tmp_path / "var" / "lib" / "overlayfs"))
-    monkeypatch.setattr(ov, "TMPFS_BASE", str(tmp_path / "run" / "overlayfs"))
-
-    def exit_json(self, **kw):
-        raise AnsibleExitJson(kw)
-
-    def fail_json(self, msg, **kw):
-        kw.update(failed=True, msg=msg)
-        raise AnsibleFailJson(kw)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
-    monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, *a, **k: "/usr/bin/" + name)
-    monkeypatch.setattr(basic.AnsibleModule, "run_command", lambda self, *a, **k: h.run_command(*a, **k))
-    for rel in ("opt/app/v2", "opt/app/base", "opt/app/v3"):
-        os.makedirs(h.path(rel))
-    os.chmod(h.path("opt/app/v2"), 0o751)
-    (tmp_path / "opt" / "app" / "base" / "file.txt").write_text("base\n")
-    return h
 
 
 def params(host, **kw):
@@ -223,28 +22,10 @@ def params(host, **kw):
     return p
 
 
-def run(args, check_mode=False, diff=False):
-    args = dict(args)
-    if check_mode:
-        args["_ansible_check_mode"] = True
-    if diff:
-        args["_ansible_diff"] = True
-    with patch_module_args(args):
-        with pytest.raises((AnsibleExitJson, AnsibleFailJson)) as info:
-            mod.main()
-    return info.value
-
-
-def ok(args, **kw):
-    res = run(args, **kw)
-    assert isinstance(res, AnsibleExitJson), res.result.get("msg")
-    return res.result
-
-
-def failed(args, **kw):
-    res = run(args, **kw)
-    assert isinstance(res, AnsibleFailJson), res.result
-    return res.result
+# The module under test, run against the fake host.
+run = partial(run_main, mod.main)
+ok = partial(expect_ok, mod.main)
+failed = partial(expect_failed, mod.main)
 
 
 def test_first_run_then_idempotent(host):

@@ -1,0 +1,235 @@
+# Copyright (c) overlayfs.systemd contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The bulk mounts module end to end against the fake host of ``fakehost.py``."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+from fakehost import expect_failed, expect_ok, run_main
+
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
+from ansible_collections.overlayfs.systemd.plugins.modules import mounts as mod
+
+N = 12
+
+
+def kiosk(host, n=N):
+    """n overlays: persistent, tmpfs and read-only ones in turn."""
+    lowers = [host.path("opt/app/v2"), host.path("opt/app/base")]
+    out = []
+    for i in range(n):
+        item = {"path": host.path("srv/o%02d" % i), "lowerdir": lowers[:1]}
+        if i % 3 == 1:
+            item.update(upper="tmpfs", tmpfs_size="8M")
+        elif i % 3 == 2:
+            item.update(upper="none", lowerdir=lowers)
+        out.append(item)
+    return out
+
+
+# The module under test, run against the fake host.
+run = partial(run_main, mod.main)
+ok = partial(expect_ok, mod.main)
+failed = partial(expect_failed, mod.main)
+
+
+def live(host, path):
+    return ov.mount_at(ov.parse_mountinfo(host.mountinfo.read_text()), path)
+
+
+def test_many_overlays_one_daemon_reload_then_no_change(host):
+    items = kiosk(host)
+    r = ok({"overlays": items, "target": "overlays.target"})
+    assert r["changed"] and not r["reboot_required"] and r["removed"] == []
+    assert len(host.systemctl("daemon-reload")) == 1
+    assert [x["path"] for x in r["results"]] == [i["path"] for i in items]
+    for item, res in zip(items, r["results"], strict=True):
+        assert res["changed"] and res["mounted"], res
+        assert live(host, item["path"]).fstype == "overlay"
+        assert res["unit"] in host.enabled
+    # The aggregate target requires and orders after every overlay, then is enabled and started.
+    text = host.unit_text("overlays.target")
+    units = [ov.unit_name(i["path"]) for i in items]
+    assert r["target"]["requires"] == units
+    for u in units:
+        assert "Requires=%s" % u in text.splitlines() and "After=%s" % u in text.splitlines()
+    assert "WantedBy=multi-user.target" in text and text.startswith(ov.HEADER)
+    assert "overlays.target" in host.enabled and "overlays.target" in host.active
+
+    host.commands.clear()
+    r2 = ok({"overlays": items, "target": "overlays.target"})
+    assert not r2["changed"] and not any(x["changed"] for x in r2["results"])
+    assert r2["target"]["actions"] == []
+    assert host.mutating() == []
+
+
+def test_check_mode_changes_nothing(host):
+    r = ok({"overlays": kiosk(host), "target": "overlays.target"}, check_mode=True, diff=True)
+    assert r["changed"] and all(x["changed"] and not x["mounted"] for x in r["results"])
+    assert os.listdir(host.unit_dir) == []
+    assert not os.path.exists(ov.PERSISTENT_BASE)
+    assert host.mutating() == []
+    headers = [d["after_header"] for d in r["diff"]]
+    assert str(host.unit_dir / "overlays.target") in headers
+    assert len(headers) == len(set(headers)) == 4 * 1 + 4 * 3 + 4 * 1 + 1
+
+
+def test_check_mode_after_apply_reports_no_change(host):
+    ok({"overlays": kiosk(host, 3), "target": "overlays.target"})
+    host.commands.clear()
+    r = ok({"overlays": kiosk(host, 3), "target": "overlays.target"}, check_mode=True)
+    assert not r["changed"]
+    assert host.mutating() == []
+
+
+def test_defaults_merge_under_items(host):
+    items = kiosk(host, 2)
+    items[1]["flags"] = ["nosuid"]
+    r = ok({"overlays": items, "defaults": {"flags": ["nosuid", "nodev", "noexec"]}})
+    assert "noexec" in r["results"][0]["options"]
+    assert "noexec" not in r["results"][1]["options"]
+
+
+def test_every_refusal_reported_and_nothing_changed(host):
+    items = kiosk(host, 3)
+    os.makedirs(host.path("srv/full"))
+    with open(host.path("srv/full/x"), "w") as fh:
+        fh.write("x")
+    items += [
+        {"path": host.path("srv/missing"), "lowerdir": [host.path("opt/nope")]},
+        {"path": host.path("srv/full"), "lowerdir": [host.path("opt/app/base")]},
+        {"path": host.path("srv/bad"), "upper": "sideways", "lowerdir": [host.path("opt/app/base")]},
+        {"path": host.path("srv/o00/"), "lowerdir": [host.path("opt/app/base")]},
+        {"lowerdir": [host.path("opt/app/base")]},
+    ]
+    r = failed({"overlays": items, "target": "overlays.target"})
+    assert r["msg"].startswith("5 overlay problem(s), nothing was changed")
+    for fragment in ("srv/missing", "opt/nope", "srv/full", "not empty", "srv/bad", "sideways", "declared twice"):
+        assert fragment in r["msg"], fragment
+    assert "overlays[7]" in r["msg"] and "missing required arguments: path" in r["msg"]
+    assert not r["changed"]
+    refused = [x for x in r["results"] if x.get("failed")]
+    assert [x["path"] for x in refused][:3] == [host.path("srv/missing"), host.path("srv/full"), host.path("srv/bad")]
+    assert all(x["msg"].startswith(x["path"]) for x in refused)
+    assert os.listdir(host.unit_dir) == []
+    assert host.mutating() == []
+
+
+def test_exclusive_removes_undeclared_and_keeps_data(host):
+    items = kiosk(host, 4)
+    r = ok({"overlays": items, "target": "overlays.target"})
+    upper = r["results"][0]["upperdir"]
+    with open(os.path.join(upper, "data.txt"), "w") as fh:  # what a write through the overlay leaves
+        fh.write("keep me\n")
+    # An overlay unit this collection did not write is never removed.
+    foreign = ov.unit_name(host.path("srv/foreign"))
+    (host.unit_dir / foreign).write_text("[Mount]\nWhat=/dev/sdb1\nWhere=%s\n" % host.path("srv/foreign"))
+
+    host.commands.clear()
+    check = ok({"overlays": items[1:3], "exclusive": True, "target": "overlays.target"}, check_mode=True)
+    assert sorted(check["removed"]) == sorted([items[0]["path"], items[3]["path"]])
+    assert host.mutating() == []
+
+    r = ok({"overlays": items[1:3], "exclusive": True, "target": "overlays.target"})
+    assert r["changed"] and sorted(r["removed"]) == sorted([items[0]["path"], items[3]["path"]])
+    assert len(host.systemctl("daemon-reload")) == 1
+    assert live(host, items[0]["path"]) is None and live(host, items[1]["path"]) is not None
+    assert host.unit_text(ov.unit_name(items[0]["path"])) is None
+    assert os.path.exists(os.path.join(upper, "data.txt"))
+    assert host.unit_text(foreign) is not None
+    assert r["target"]["requires"] == [ov.unit_name(i["path"]) for i in items[1:3]]
+    # Stopping a required overlay stopped the target; the module started it again.
+    assert "overlays.target" in host.active
+
+    host.commands.clear()
+    r = ok({"overlays": items[1:3], "exclusive": True, "target": "overlays.target"})
+    assert not r["changed"] and r["removed"] == []
+    assert host.mutating() == []
+
+
+def test_exclusive_purge_deletes_data(host):
+    items = kiosk(host, 1)
+    r = ok({"overlays": items})
+    upper = r["results"][0]["upperdir"]
+    assert os.path.isdir(upper)
+    r = ok({"overlays": [], "exclusive": True, "purge": True})
+    assert r["removed"] == [items[0]["path"]]
+    assert not os.path.exists(upper)
+
+
+def test_exclusive_removes_stale_target(host):
+    ok({"overlays": kiosk(host, 1), "target": "old.target"})
+    r = ok({"overlays": kiosk(host, 1), "target": "new.target", "exclusive": True})
+    assert host.unit_text("old.target") is None and host.unit_text("new.target") is not None
+    assert "disable old.target" in r["target"]["actions"]
+
+
+def test_busy_item_reported_others_converged(host):
+    items = kiosk(host, 3)
+    ok({"overlays": items, "target": "overlays.target"})
+    before = host.unit_text(ov.unit_name(items[0]["path"]))
+    d = host.proc / "4242"
+    (d / "fd").mkdir(parents=True)
+    (d / "comm").write_text("kiosk\n")
+    os.symlink(os.path.join(items[0]["path"], "sub"), d / "cwd")
+    new = [dict(i, lowerdir=[host.path("opt/app/v3")] + i["lowerdir"]) for i in items]
+    host.commands.clear()
+    r = failed({"overlays": new, "target": "overlays.target"})
+    assert "1 of 3 overlays failed" in r["msg"] and "busy, left untouched: %s" % items[0]["path"] in r["msg"]
+    assert "4242" in r["msg"]
+    busy, *others = r["results"]
+    assert busy["failed"] and busy["holders"] == [{"pid": 4242, "comm": "kiosk", "reason": "cwd"}]
+    assert not busy["changed"] and busy["mounted"]
+    assert host.unit_text(ov.unit_name(items[0]["path"])) == before
+    assert ["stop", ov.unit_name(items[0]["path"])] not in host.systemctl()
+    for item, res in zip(items[1:], others, strict=True):
+        assert res["changed"] and res["mounted"] and not res.get("failed")
+        opts = ov.parse_overlay_options(live(host, item["path"]).super_options)
+        assert opts.lowerdir[0] == host.path("opt/app/v3")
+    assert r["changed"]
+    assert len(host.systemctl("daemon-reload")) == 1
+
+
+def test_failed_activation_rolls_back_that_item_only(host):
+    items = kiosk(host, 3)
+    bad = ov.unit_name(items[2]["path"])
+    host.fail_start[bad] = "Job for %s failed.\n" % bad
+    r = failed({"overlays": items, "target": "overlays.target"})
+    assert "1 of 3 overlays failed" in r["msg"] and "rolled back" in r["msg"]
+    assert host.unit_text(bad) is None
+    assert live(host, items[0]["path"]) is not None and live(host, items[1]["path"]) is not None
+    assert r["results"][2]["failed"] and not r["results"][0].get("failed")
+    assert "overlays.target" not in host.active
+
+
+def test_next_boot_reports_reboot_required(host):
+    items = kiosk(host, 2)
+    ok({"overlays": items})
+    new = [dict(i, lowerdir=[host.path("opt/app/v3")] + i["lowerdir"]) for i in items]
+    host.commands.clear()
+    r = ok({"overlays": new, "defaults": {"apply": "next_boot"}})
+    assert r["changed"] and r["reboot_required"]
+    assert [c[0] for c in host.mutating()] == ["daemon-reload"]
+
+
+def test_foreign_target_is_refused(host):
+    (host.unit_dir / "overlays.target").write_text("[Unit]\nDescription=mine\n")
+    r = failed({"overlays": kiosk(host, 1), "target": "overlays.target"})
+    assert "was not written by overlayfs.systemd" in r["msg"]
+    assert host.mutating() == []
+
+
+def test_bad_target_name_is_refused(host):
+    r = failed({"overlays": kiosk(host, 1), "target": "overlays.service"})
+    assert "target 'overlays.service' is not a target unit name" in r["msg"]
+
+
+def test_target_start_failure_is_reported(host):
+    host.fail_start["overlays.target"] = "Job for overlays.target failed.\n"
+    r = failed({"overlays": kiosk(host, 2), "target": "overlays.target"})
+    assert r["msg"].startswith("every overlay converged, but overlays.target failed")
+    assert r["stderr"] == "Job for overlays.target failed.\n"
+    assert all(x["mounted"] for x in r["results"])
