@@ -1399,3 +1399,100 @@ def render_target(name: str, mount_units: Sequence[str]) -> str:
     lines += ["Requires=%s" % u for u in mount_units]
     lines += ["After=%s" % u for u in mount_units]
     return "%s\n%s\n%s" % (HEADER, _section("Unit", lines), _section("Install", ["WantedBy=%s" % TARGET_WANTED_BY]))
+
+
+# ---------------------------------------------------------------------------
+# Reading the parameters back from managed units
+# ---------------------------------------------------------------------------
+
+
+def _unit_values(text: str | None, section: str) -> list[tuple[str, str]]:
+    """(key, value) pairs of one section, ``%%`` undone, in file order."""
+    out: list[tuple[str, str]] = []
+    for line in (unit_section(text, section) or "").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith("#"):
+            out.append((key, value.replace("%%", "%")))
+    return out
+
+
+def params_from_unit(
+    text: str, tmpfs_text: str | None = None, prepare_text: str | None = None, enabled: bool = True
+) -> dict[str, Any]:
+    """The mount module parameters that render the managed overlay unit ``text`` again.
+
+    The inverse of :func:`render_units` for our own units: the layers and
+    upper kind come from the ``X-OverlayfsSystemd-*`` keys and ``Options=``,
+    the tmpfs size and inode limit from the tmpfs unit, the upper root's
+    owner and mode from the prepare service (tmpfs uppers). ``enabled`` is
+    not in the files; pass what systemd reports. Raises OverlayError for a
+    unit this collection did not write.
+    """
+    keys = managed_keys(text)
+    if not keys.get("Path") or keys.get("Role") != "overlay":
+        raise OverlayError("the unit was not written by overlayfs.systemd (no %sPath key)" % X_PREFIX, "path")
+    path = keys["Path"]
+    oid = overlay_id(path)
+    upper = keys.get("Upper", "persistent")
+    params: dict[str, Any] = {"path": path, "upper": upper, "state": "mounted", "enabled": enabled}
+    before, after, requires, wanted_by = [], [], [], []
+    for key, value in _unit_values(text, "Unit"):
+        if key == "Description":
+            params["description"] = value
+        elif key == "Requires" and value != prepare_unit_name(oid):
+            requires.append(value)
+        elif key == "After" and value != prepare_unit_name(oid):
+            after.append(value)
+        elif key == "Before" and value != "local-fs.target":
+            before.append(value)
+    flags: list[str] = []
+    kinds = dict(FEATURES)
+    for key, value in _unit_values(text, "Mount"):
+        if key == "TimeoutSec":
+            params["timeout"] = value
+        if key != "Options":
+            continue
+        for opt in split_unescaped(value, ","):
+            name, eq, val = opt.partition("=")
+            if name == "lowerdir":
+                params["lowerdir"] = [unescape_layer(x) for x in split_unescaped(val, ":") if x]
+            elif name in kinds and kinds[name] == "choice":
+                params[name] = val
+            elif name in kinds and kinds[name] == "onoff":
+                params[name] = val == "on"
+            elif name in kinds:
+                params[name] = True
+            elif name in ALLOWED_FLAGS and not eq:
+                flags.append(name)
+    params["flags"] = flags
+    for key, value in _unit_values(text, "Install"):
+        if key == "WantedBy" and value != "local-fs.target":
+            wanted_by.append(value)
+    params.update(before=before, after=after, requires=requires, wanted_by=wanted_by)
+    if upper == "persistent":
+        default_up = "%s/%s/upper" % (PERSISTENT_BASE, oid)
+        default_work = "%s/%s/work" % (PERSISTENT_BASE, oid)
+        if (keys.get("Upperdir"), keys.get("Workdir")) != (default_up, default_work):
+            params.update(upperdir=keys.get("Upperdir"), workdir=keys.get("Workdir"))
+    if upper == "tmpfs":
+        params["tmpfs_size"] = None
+        for key, value in _unit_values(tmpfs_text, "Mount"):
+            if key != "Options":
+                continue
+            for opt in value.split(","):
+                name, dummy, val = opt.partition("=")
+                if name == "size":
+                    params["tmpfs_size"] = val
+                elif name == "nr_inodes":
+                    params["tmpfs_nr_inodes"] = val
+                elif name == "mode":
+                    params["tmpfs_mode"] = val
+        for key, value in _unit_values(prepare_text, "Service"):
+            words = value.split()
+            if key == "ExecStart" and "-o" in words and words[-1].strip('"') == keys.get("Upperdir"):
+                params.update(
+                    mode=words[words.index("-m") + 1],
+                    owner=words[words.index("-o") + 1],
+                    group=words[words.index("-g") + 1],
+                )
+    return params

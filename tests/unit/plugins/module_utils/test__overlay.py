@@ -703,3 +703,48 @@ def test_make_dirs_secure_refuses_world_writable_parent(tmp_path):
     os.chmod(shared, 0o777)
     with pytest.raises(ov.UnsafePathError):
         ov.make_dirs_secure(str(shared / "x" / "upper"), 0o755, 0, 0, [])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(
+            path="/srv/kiosk",
+            lowerdir=["/opt/a b,c:d", "/opt/base"],
+            upper="tmpfs",
+            tmpfs_size="50%",
+            tmpfs_nr_inodes="10k",
+            tmpfs_mode="0750",
+            owner="1000",
+            group="100",
+            mode="0711",
+            flags=["nosuid", "noexec", "noatime"],
+            index=False,
+            redirect_dir="off",
+            xino="auto",
+            volatile=True,
+            timeout="90s",
+            description="Kiosk 100%",
+            before=["a.service"],
+            after=["b.service"],
+            requires=["c.service"],
+            wanted_by=["multi-user.target"],
+        ),
+        dict(path="/srv/app", lowerdir=["/opt/x"], upperdir="/data/u", workdir="/data/w", metacopy=True),
+        dict(path="/srv/app", lowerdir=["/opt/x"], flags=[]),
+        dict(path="/srv/ro", lowerdir=["/opt/x", "/opt/y"], upper="none", uuid="off", nfs_export=True),
+    ],
+)
+def test_params_from_unit_round_trip(params):
+    """Reading the parameters back from our units renders the very same units."""
+    spec = ov.resolve_ownership(ov.build_spec(params), 1000, 100, 0o711)
+    units = ov.render_units(spec)
+    back = ov.params_from_unit(units[spec.unit], units.get(spec.tmpfs_unit), units.get(spec.prepare_unit), False)
+    assert back["lowerdir"] == params["lowerdir"] and back["enabled"] is False
+    again = ov.resolve_ownership(ov.build_spec(back), 1000, 100, 0o711)
+    assert ov.render_units(again) == units
+
+
+def test_params_from_unit_refuses_foreign_units():
+    with pytest.raises(ov.OverlayError, match="not written by overlayfs.systemd"):
+        ov.params_from_unit("[Mount]\nWhat=/dev/sdb1\nWhere=/srv/x\n")
