@@ -1,0 +1,327 @@
+# Copyright (c) overlayfs.systemd contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The upper module end to end against the fake host of ``fakehost.py``.
+
+The overlay is set up with the mount module; the fake systemd only edits
+mountinfo, so the mount point is a plain directory standing in for the
+merged view, and the upper directory holds what overlayfs would have
+written there (whiteouts as real char devices 0/0, opaque xattrs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tarfile
+from functools import partial
+
+import pytest
+from fakehost import expect_failed, expect_ok
+
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
+from ansible_collections.overlayfs.systemd.plugins.modules import mount as mount_mod
+from ansible_collections.overlayfs.systemd.plugins.modules import upper as mod
+
+ok = partial(expect_ok, mod.main)
+failed = partial(expect_failed, mod.main)
+
+
+def mount_params(host, **kw):
+    p = {"path": host.path("srv/app"), "lowerdir": [host.path("opt/app/v2"), host.path("opt/app/base")]}
+    p.update(kw)
+    return p
+
+
+def populate(upper: str, merged: str) -> None:
+    """What a session leaves: a new file, a changed one, a deleted one, a replaced directory."""
+    os.makedirs(os.path.join(upper, "cache"))
+    os.setxattr(os.path.join(upper, "cache"), "trusted.overlay.opaque", b"y")
+    with open(os.path.join(upper, "cache", "fresh"), "w") as fh:
+        fh.write("fresh\n")
+    with open(os.path.join(upper, "new.txt"), "w") as fh:
+        fh.write("new\n")
+    with open(os.path.join(upper, "file.txt"), "w") as fh:
+        fh.write("base, changed\n")
+    os.mknod(os.path.join(upper, "gone.txt"), stat.S_IFCHR, os.makedev(0, 0))
+    for rel, text in (("new.txt", "new\n"), ("file.txt", "base, changed\n"), ("cache/fresh", "fresh\n")):
+        p = os.path.join(merged, rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "w") as fh:
+            fh.write(text)
+
+
+@pytest.fixture
+def app(host):
+    """A mounted persistent overlay with changes in its upper; returns the mount module result."""
+    base = host.path("opt/app/base")
+    os.makedirs(os.path.join(base, "cache"))
+    with open(os.path.join(base, "cache", "old"), "w") as fh:
+        fh.write("old\n")
+    with open(os.path.join(base, "gone.txt"), "w") as fh:
+        fh.write("gone\n")
+    r = expect_ok(mount_mod.main, mount_params(host))
+    populate(r["upperdir"], host.path("srv/app"))
+    os.makedirs(os.path.join(r["workdir"], "work", "stale"))
+    host.commands.clear()
+    return r
+
+
+def test_inspected_lists_changes_and_changes_nothing(host, app):
+    r = ok({"path": host.path("srv/app")})
+    assert not r["changed"] and r["mounted"] and r["unit"] == app["unit"]
+    assert r["added"] == ["cache/fresh", "new.txt"]
+    assert r["modified"] == [{"path": "file.txt", "change": "data"}]
+    assert r["deleted"] == ["gone.txt"]
+    assert r["opaque"] == ["cache"]
+    assert r["counts"] == {"added": 2, "modified": 1, "deleted": 1, "opaque": 1, "entries": 5}
+    assert r["bytes"] == {"added": 10, "modified": 14}
+    assert (r["upper"], r["upperdir"], r["workdir"]) == ("persistent", app["upperdir"], app["workdir"])
+    assert host.mutating() == []
+
+
+def test_inspected_on_a_stopped_overlay(host, app):
+    expect_ok(mount_mod.main, mount_params(host, state="unmounted"))
+    r = ok({"path": host.path("srv/app"), "state": "inspected"})
+    assert not r["mounted"] and r["deleted"] == ["gone.txt"]
+
+
+def test_unmanaged_and_missing_units_are_refused(host):
+    r = failed({"path": host.path("srv/app")})
+    assert "does not exist" in r["msg"] and r["param"] == "path"
+    unit = ov.unit_name(host.path("srv/app"))
+    (host.unit_dir / unit).write_text("[Mount]\nWhat=overlay\nWhere=%s\nType=overlay\n" % host.path("srv/app"))
+    r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": unit})
+    assert "not written by overlayfs.systemd" in r["msg"]
+
+
+def test_upper_none_is_refused(host):
+    expect_ok(mount_mod.main, mount_params(host, upper="none"))
+    r = failed({"path": host.path("srv/app")})
+    assert "no upper layer" in r["msg"]
+
+
+def test_discarded_needs_the_exact_confirm(host, app):
+    before = sorted(os.listdir(app["upperdir"]))
+    r = failed({"path": host.path("srv/app"), "state": "discarded"})
+    assert "confirm: %s" % app["unit"] in r["msg"] and r["param"] == "confirm"
+    r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": "other.mount"})
+    assert "'other.mount'" in r["msg"]
+    assert sorted(os.listdir(app["upperdir"])) == before and host.mutating() == []
+
+
+def test_discarded_check_and_diff_mode_change_nothing(host, app):
+    r = ok({"path": host.path("srv/app"), "state": "discarded"}, check_mode=True, diff=True)
+    assert r["changed"] and r["deleted"] == ["gone.txt"]
+    assert r["actions"] == [
+        "stop %s" % app["unit"],
+        "empty %s" % app["upperdir"],
+        "empty %s" % app["workdir"],
+        "start %s" % app["unit"],
+    ]
+    (d,) = r["diff"]
+    assert d["before"] == (
+        "+ cache/fresh\n+ new.txt\n~ file.txt (data)\n- gone.txt\n! cache (opaque: replaces the lower directory)\n"
+    )
+    assert d["after"] == "" and d["before_header"] == app["upperdir"]
+    assert len(os.listdir(app["upperdir"])) == 4 and host.mutating() == []
+
+
+def test_discarded_empties_upper_and_work_while_stopped(host, app):
+    st = os.stat(app["upperdir"])
+    calls = []
+    real_stop = host._stop
+
+    def stop(name):
+        real_stop(name)
+        calls.append(sorted(os.listdir(app["upperdir"])))  # still full when the mount goes away
+
+    host._stop = stop
+    args = {"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]}
+    r = ok(args)
+    assert r["changed"] and r["mounted"]
+    assert calls == [["cache", "file.txt", "gone.txt", "new.txt"]]
+    assert os.listdir(app["upperdir"]) == [] and os.listdir(app["workdir"]) == []
+    st2 = os.stat(app["upperdir"])
+    assert (st2.st_uid, st2.st_gid, st2.st_mode) == (st.st_uid, st.st_gid, st.st_mode)
+    assert [c[0] for c in host.mutating()] == ["stop", "start"]
+    assert not [n for n in os.listdir(os.path.dirname(app["upperdir"])) if "overlayfs-discard" in n]
+    host.commands.clear()
+    r = ok(args)
+    assert not r["changed"] and host.mutating() == []
+
+
+def test_discarded_busy_overlay_is_refused(host, app):
+    d = host.proc / "4242"
+    (d / "fd").mkdir(parents=True)
+    (d / "comm").write_text("kiosk\n")
+    os.symlink(host.path("srv/app/new.txt"), d / "fd" / "3")
+    r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
+    assert "busy" in r["msg"] and "kiosk" in r["msg"]
+    assert r["holders"] == [{"pid": 4242, "comm": "kiosk", "reason": "fd 3 %s" % host.path("srv/app/new.txt")}]
+    assert len(os.listdir(app["upperdir"])) == 4 and host.mutating() == []
+
+
+def test_discarded_failed_start_puts_the_upper_back(host, app):
+    host.fail_start[app["unit"]] = "mount: wrong fs type\n"
+    r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
+    assert "put back" in r["msg"]
+    assert sorted(os.listdir(app["upperdir"])) == ["cache", "file.txt", "gone.txt", "new.txt"]
+
+
+def test_discarded_tmpfs_upper(host):
+    r0 = expect_ok(mount_mod.main, mount_params(host, upper="tmpfs"))
+    populate(r0["upperdir"], host.path("srv/app"))
+    unit = r0["unit"]
+    r = ok({"path": host.path("srv/app"), "state": "discarded", "confirm": unit})
+    assert r["upper"] == "tmpfs" and r["changed"] and r["mounted"]
+    assert os.listdir(r0["upperdir"]) == []
+    stops = [c[1] for c in host.systemctl("stop")]
+    assert stops == [unit]  # the tmpfs stays mounted
+
+
+def test_committed(host, app):
+    dest = host.path("var/layers/app-1")
+    old_unit = host.unit_text(app["unit"])
+    args = {"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]}
+    r = ok(args, diff=True)
+    lowers = [dest, host.path("opt/app/v2"), host.path("opt/app/base")]
+    assert r["changed"] and r["mounted"] and r["lowerdir"] == lowers and r["dest"] == dest
+    assert open(os.path.join(dest, "file.txt")).read() == "base, changed\n"
+    assert sorted(os.listdir(dest)) == ["cache", "file.txt", "new.txt"]
+    assert os.listdir(app["upperdir"]) == [] and os.listdir(app["workdir"]) == []
+    assert r["copied"]["files"] == 3
+    text = host.unit_text(app["unit"])
+    assert "lowerdir=%s:" % dest in text and text != old_unit
+    assert [c[0] for c in host.mutating()] == ["stop", "daemon-reload", "start"]
+    assert r["actions"][0] == "copy %s to %s" % (host.path("srv/app"), dest)
+    assert r["actions"].index("empty %s" % app["upperdir"]) < r["actions"].index("start %s" % app["unit"])
+    assert r["diff"][0]["before"].startswith("+ cache/fresh") and "v2" in r["diff"][1]["before"]
+    live = ov.mount_at(ov.parse_mountinfo(host.mountinfo.read_text()), host.path("srv/app"))
+    assert ov.parse_overlay_options(live.super_options).lowerdir == lowers
+    # again: dest is the top lower and the upper is empty
+    host.commands.clear()
+    r2 = ok(args)
+    assert not r2["changed"] and host.mutating() == []
+
+
+def test_committed_squash(host, app):
+    dest = host.path("var/layers/app-1")
+    r = ok({"path": host.path("srv/app"), "state": "committed", "dest": dest, "squash": True, "confirm": app["unit"]})
+    assert r["lowerdir"] == [dest]
+    assert "lowerdir=%s\n" % dest in host.unit_text(app["unit"]).replace(",", "\n")
+
+
+def test_committed_check_mode(host, app):
+    dest = host.path("var/layers/app-1")
+    r = ok({"path": host.path("srv/app"), "state": "committed", "dest": dest}, check_mode=True, diff=True)
+    assert r["changed"] and not os.path.exists(dest)
+    assert r["actions"] == [
+        "copy %s to %s" % (host.path("srv/app"), dest),
+        "stop %s" % app["unit"],
+        "write %s" % app["unit"],
+        "empty %s" % app["upperdir"],
+        "empty %s" % app["workdir"],
+        "daemon-reload",
+        "start %s" % app["unit"],
+    ]
+    assert dest in r["diff"][1]["after"] and dest not in r["diff"][1]["before"]
+    assert host.mutating() == [] and len(os.listdir(app["upperdir"])) == 4
+
+
+@pytest.mark.parametrize(
+    "dest, fragment",
+    [
+        ("srv/app/layer", "overlaps the mount point"),
+        ("opt/app/base/layer", "overlaps lowerdir"),
+        ("opt/app/v2/x", "overlaps lowerdir"),
+        ("opt/app/v3", "already exists"),
+    ],
+)
+def test_committed_refuses_bad_dest(host, app, dest, fragment):
+    r = failed({"path": host.path("srv/app"), "state": "committed", "dest": host.path(dest), "confirm": app["unit"]})
+    assert fragment in r["msg"] and r["param"] == "dest"
+    assert host.mutating() == [] and len(os.listdir(app["upperdir"])) == 4
+
+
+def test_committed_refuses_upperdir_dest(host, app):
+    r = failed(
+        {"path": host.path("srv/app"), "state": "committed", "dest": app["upperdir"] + "/x", "confirm": app["unit"]}
+    )
+    assert "overlaps upperdir" in r["msg"]
+
+
+def test_committed_needs_a_mounted_overlay(host, app):
+    expect_ok(mount_mod.main, mount_params(host, state="unmounted"))
+    r = failed(
+        {"path": host.path("srv/app"), "state": "committed", "dest": host.path("var/l1"), "confirm": app["unit"]}
+    )
+    assert "not mounted" in r["msg"]
+
+
+def test_committed_refuses_redirect_dir(host):
+    r0 = expect_ok(mount_mod.main, mount_params(host, redirect_dir="on"))
+    r = failed({"path": host.path("srv/app"), "state": "committed", "dest": host.path("var/l1"), "confirm": r0["unit"]})
+    assert "redirect_dir=on" in r["msg"] and not os.path.exists(host.path("var/l1"))
+
+
+def test_committed_busy_is_refused_before_copying(host, app):
+    d = host.proc / "77"
+    (d / "fd").mkdir(parents=True)
+    (d / "comm").write_text("sh\n")
+    os.symlink(host.path("srv/app"), d / "cwd")
+    dest = host.path("var/layers/app-1")
+    r = failed({"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]})
+    assert r["holders"][0]["pid"] == 77 and not os.path.exists(dest) and host.mutating() == []
+
+
+def test_committed_failed_start_rolls_back(host, app):
+    dest = host.path("var/layers/app-1")
+    old_unit = host.unit_text(app["unit"])
+    real_start = host._start
+    calls = []
+
+    def flaky(name):
+        calls.append(name)
+        if len(calls) == 1:
+            return 1, "", "mount: wrong fs type\n"
+        return real_start(name)
+
+    host._start = flaky
+    r = failed({"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]})
+    assert "rolled back" in r["msg"] and "put back" in r["msg"]
+    assert host.unit_text(app["unit"]) == old_unit
+    assert sorted(os.listdir(app["upperdir"])) == ["cache", "file.txt", "gone.txt", "new.txt"]
+    assert not os.path.exists(dest) and r["mounted"]
+
+
+def test_exported(host, app):
+    dest = host.path("out/app.tar.gz")
+    os.makedirs(os.path.dirname(dest))
+    args = {"path": host.path("srv/app"), "state": "exported", "dest": dest, "compression": "gzip"}
+    r = ok(args)
+    assert r["changed"] and host.mutating() == []
+    data = open(dest, "rb").read()
+    assert r["archive"]["digest"] == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert r["archive"]["size"] == len(data) and r["archive"]["whiteouts"] == 1
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o600
+    with tarfile.open(dest, "r:gz") as tf:
+        names = sorted(m.name for m in tf.getmembers())
+    assert names == sorted(["cache", "cache/.wh..wh..opq", "cache/fresh", "file.txt", ".wh.gone.txt", "new.txt"])
+    r = failed(args)
+    assert "already exists" in r["msg"] and "force" in r["msg"]
+    r = ok(dict(args, force=True, compression="none"))
+    assert r["changed"] and open(dest, "rb").read(2) != b"\x1f\x8b"
+
+
+def test_exported_check_mode_writes_nothing(host, app):
+    dest = host.path("app.tar")
+    r = ok({"path": host.path("srv/app"), "state": "exported", "dest": dest}, check_mode=True, diff=True)
+    assert r["changed"] and not os.path.exists(dest) and r["actions"] == ["write %s" % dest]
+    assert "- gone.txt" in r["diff"][0]["after"] and "archive" not in r
+
+
+def test_exported_refuses_dest_inside_the_overlay(host, app):
+    r = failed({"path": host.path("srv/app"), "state": "exported", "dest": app["upperdir"] + "/x.tar"})
+    assert "overlaps upperdir" in r["msg"] and r["param"] == "dest"
