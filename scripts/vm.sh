@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# Real-boot test harness: a Debian 12 VM built from Debian packages, booted
+# with qemu-system-x86_64 under software emulation (TCG), reached over SSH on
+# a 127.0.0.1 port forward. Used by tests/vm/ (the "vm real-boot tests" step).
+#
+#   scripts/vm.sh deps              install qemu-system-x86, debootstrap, openssh-client if missing
+#   scripts/vm.sh build             build the cached images (good + nobusybox) unless their inputs are unchanged
+#   scripts/vm.sh image VARIANT     print the cached image path of VARIANT (good | nobusybox), building it if needed
+#   scripts/vm.sh new NAME VARIANT  fresh machine NAME: a copy of the image + an empty ext4 disk labelled "persist"
+#   scripts/vm.sh boot NAME         read kernel, initramfs and command line out of NAME's disk, boot, wait for SSH
+#   scripts/vm.sh stop NAME         clean shutdown (ssh poweroff), wait for qemu to exit, kill after a timeout
+#   scripts/vm.sh reboot NAME       stop + boot (so a changed kernel, initramfs or command line is used)
+#   scripts/vm.sh ssh NAME [CMD..]  run CMD (or a shell) as root on NAME
+#   scripts/vm.sh port NAME         the 127.0.0.1 port forwarded to NAME's sshd
+#   scripts/vm.sh rm NAME           stop NAME if running and delete its disks
+#
+# Booting: qemu loads kernel and initramfs with -kernel/-initrd, but this
+# script takes them FROM THE IMAGE (debugfs, while the machine is off) at every
+# boot, with the command line from the image's /etc/kernel/cmdline, the way a
+# bootloader would. A reboot from inside the guest (systemctl reboot) resets
+# the machine with the kernel and initramfs loaded at boot; an initramfs
+# rebuilt inside the guest takes effect at the next "vm.sh reboot".
+#
+# Images (cached under .cache/vm/images/ by a hash of their inputs):
+#   good       minbase + kernel, initramfs-tools, openssh-server, systemd-networkd (DHCP),
+#              python3, overlayroot and busybox; initramfs rebuilt in a chroot on the host
+#   nobusybox  the same without busybox: overlayroot's initramfs script lacks grep
+# Both have fixed SSH host keys, a fixed /etc/machine-id and root login with
+# the key in .cache/vm/id_ed25519 (generated once).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$HERE/lib.sh"
+
+SUITE=${OVERLAYFS_VM_SUITE:-bookworm}
+MIRROR=${OVERLAYFS_VM_MIRROR:-http://deb.debian.org/debian}
+PACKAGES=linux-image-amd64,initramfs-tools,openssh-server,systemd-sysv,udev,dbus,kmod,e2fsprogs,python3,overlayroot,busybox
+# Bump when the way the images are made changes (not for edits elsewhere here).
+IMAGE_RECIPE=1
+IMAGE_SIZE=2G
+PERSIST_SIZE=256M
+MEMORY=${OVERLAYFS_VM_MEMORY:-1024}
+BOOT_TIMEOUT=${OVERLAYFS_VM_BOOT_TIMEOUT:-300}
+STOP_TIMEOUT=${OVERLAYFS_VM_STOP_TIMEOUT:-120}
+VM_DIR=${OVERLAYFS_VM_DIR:-$ROOT/.cache/vm}
+IMAGES=$VM_DIR/images
+KEY=$VM_DIR/id_ed25519
+MACHINE_ID=0d5e1f0a7c3b4e6f9a8b7c6d5e4f3a2b
+CMDLINE="root=/dev/vda ro rootfstype=ext4 net.ifnames=0 panic=10"
+
+deps() {
+  local missing=()
+  command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+  command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+  command -v debugfs >/dev/null 2>&1 || missing+=(e2fsprogs)
+  if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || die "install ${missing[*]} (Debian packages) first"
+    log "installing ${missing[*]} from Debian packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_key() {
+  mkdir -p "$VM_DIR"
+  [ -f "$KEY" ] || ssh-keygen -q -t ed25519 -N '' -C overlayfs-vm -f "$KEY"
+}
+
+inputs_hash() {
+  # Everything that goes into an image: a changed input builds new images.
+  echo "$IMAGE_RECIPE $SUITE $MIRROR $PACKAGES $IMAGE_SIZE $MACHINE_ID $CMDLINE $(cat "$KEY.pub")" \
+    | sha256sum | cut -c1-12
+}
+
+image_path() { echo "$IMAGES/$1-$(inputs_hash).raw"; }
+
+# in_chroot DIR CMD...: run CMD in DIR with /proc, /sys and /dev bound, unmount after.
+in_chroot() {
+  local dir=$1 rc=0 m
+  shift
+  mount -t proc proc "$dir/proc"
+  mount --rbind /sys "$dir/sys" && mount --make-rslave "$dir/sys"
+  mount --rbind /dev "$dir/dev" && mount --make-rslave "$dir/dev"
+  DEBIAN_FRONTEND=noninteractive chroot "$dir" "$@" || rc=$?
+  for m in dev sys proc; do
+    umount -R "$dir/$m" 2>/dev/null || umount -lR "$dir/$m"
+  done
+  return "$rc"
+}
+
+configure_root() {
+  local dir=$1
+  echo vm > "$dir/etc/hostname"
+  printf '127.0.0.1 localhost\n127.0.1.1 vm\n' > "$dir/etc/hosts"
+  echo "$MACHINE_ID" > "$dir/etc/machine-id"
+  printf '%s\n' '/dev/vda / ext4 defaults,errors=remount-ro 0 1' > "$dir/etc/fstab"
+  mkdir -p "$dir/etc/kernel"
+  echo "$CMDLINE" > "$dir/etc/kernel/cmdline"
+  install -d -m 0700 "$dir/root/.ssh"
+  install -m 0600 "$KEY.pub" "$dir/root/.ssh/authorized_keys"
+  mkdir -p "$dir/etc/systemd/network"
+  printf '%s\n' '[Match]' 'Name=eth* en*' '' '[Network]' 'DHCP=ipv4' > "$dir/etc/systemd/network/20-dhcp.network"
+  # No DNS inside the VM (qemu's resolver would forward elsewhere): sshd must not wait for it.
+  printf '%s\n' 'UseDNS no' > "$dir/etc/ssh/sshd_config.d/overlayfs-vm.conf"
+  in_chroot "$dir" systemctl enable systemd-networkd.service >/dev/null 2>&1
+  rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+}
+
+make_image() {
+  # make_image ROOTDIR OUT: an ext4 file system image made from ROOTDIR, no loop device.
+  local dir=$1 out=$2
+  rm -f "$out.tmp"
+  mkfs.ext4 -q -L vmroot -d "$dir" "$out.tmp" "$IMAGE_SIZE" >/dev/null
+  mv "$out.tmp" "$out"
+}
+
+build() {
+  ensure_key
+  local good bad
+  good=$(image_path good)
+  bad=$(image_path nobusybox)
+  if [ -f "$good" ] && [ -f "$bad" ]; then
+    log "VM images exist for inputs $(inputs_hash); reusing them"
+    return 0
+  fi
+  [ "$(id -u)" = 0 ] || die "building the VM images needs root (debootstrap, chroot)"
+  mkdir -p "$IMAGES"
+  local dir
+  dir=$(mktemp -d /var/tmp/overlayfs-vm-root.XXXXXX)
+  # shellcheck disable=SC2064  # expand now: the trap must remove this run's directory
+  trap "umount -lR '$dir/proc' '$dir/sys' '$dir/dev' 2>/dev/null; rm -rf '$dir'" RETURN
+  log "debootstrap $SUITE (minbase + $PACKAGES) into $dir"
+  debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$dir" "$MIRROR" \
+    > "$VM_DIR/debootstrap.log" 2>&1 || { tail -n 30 "$VM_DIR/debootstrap.log" >&2; die "debootstrap failed"; }
+  configure_root "$dir"
+  log "update-initramfs in a chroot on the host (good: with busybox)"
+  in_chroot "$dir" update-initramfs -u -k all > "$VM_DIR/initramfs-good.log" 2>&1 \
+    || { tail -n 20 "$VM_DIR/initramfs-good.log" >&2; die "update-initramfs failed"; }
+  make_image "$dir" "$good"
+  log "nobusybox variant: purge busybox, rebuild the initramfs"
+  in_chroot "$dir" dpkg --purge busybox > "$VM_DIR/initramfs-nobusybox.log" 2>&1
+  in_chroot "$dir" update-initramfs -u -k all >> "$VM_DIR/initramfs-nobusybox.log" 2>&1 \
+    || { tail -n 20 "$VM_DIR/initramfs-nobusybox.log" >&2; die "update-initramfs failed"; }
+  make_image "$dir" "$bad"
+  # Images of older inputs are no longer used by anything.
+  find "$IMAGES" -name '*.raw' ! -name "*-$(inputs_hash).raw" -delete
+  log "VM images ready: $good $bad"
+}
+
+run_dir() { echo "$VM_DIR/run/$1"; }
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+new() {
+  local name=$1 variant=$2 dir image
+  case "$variant" in good|nobusybox) ;; *) die "unknown image variant '$variant' (good | nobusybox)" ;; esac
+  dir=$(run_dir "$name")
+  image=$(image_path "$variant")
+  [ -f "$image" ] || build
+  if [ -f "$dir/qemu.pid" ] && kill -0 "$(cat "$dir/qemu.pid")" 2>/dev/null; then
+    die "machine $name is running; stop it first"
+  fi
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  cp --sparse=always "$image" "$dir/disk.raw"
+  rm -f "$dir/persist.raw"
+  mkfs.ext4 -q -L persist "$dir/persist.raw" "$PERSIST_SIZE" >/dev/null
+  free_port > "$dir/port"
+  log "machine $name ($variant) created in $dir, ssh port $(cat "$dir/port")"
+}
+
+ssh_opts() {
+  local name=$1
+  printf '%s\n' -i "$KEY" -p "$(cat "$(run_dir "$name")/port")" \
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+    -o BatchMode=yes -o ConnectTimeout=5 -o ServerAliveInterval=5 -o ServerAliveCountMax=6
+}
+
+vm_ssh() {
+  local name=$1 opts
+  shift
+  mapfile -t opts < <(ssh_opts "$name")
+  # shellcheck disable=SC2029  # the command is meant to run on the guest as given
+  ssh "${opts[@]}" root@127.0.0.1 "$@"
+}
+
+running() {
+  local pidfile
+  pidfile="$(run_dir "$1")/qemu.pid"
+  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+boot() {
+  local name=$1 dir kver start
+  dir=$(run_dir "$name")
+  [ -f "$dir/disk.raw" ] || die "no machine $name (scripts/vm.sh new $name VARIANT)"
+  running "$name" && die "machine $name is already running"
+  # Kernel, initramfs and command line come from the image, every boot.
+  kver=$(debugfs -R 'ls /boot' "$dir/disk.raw" 2>/dev/null | tr -s ' ' '\n' \
+    | sed -n 's/^vmlinuz-//p' | sort -V | tail -n 1)
+  [ -n "$kver" ] || die "no /boot/vmlinuz-* in $dir/disk.raw"
+  rm -f "$dir/vmlinuz" "$dir/initrd.img"
+  debugfs -R "dump /boot/vmlinuz-$kver $dir/vmlinuz" "$dir/disk.raw" >/dev/null 2>&1
+  debugfs -R "dump /boot/initrd.img-$kver $dir/initrd.img" "$dir/disk.raw" >/dev/null 2>&1
+  if [ ! -s "$dir/vmlinuz" ] || [ ! -s "$dir/initrd.img" ]; then
+    die "could not read kernel/initramfs $kver from the image"
+  fi
+  debugfs -R 'cat /etc/kernel/cmdline' "$dir/disk.raw" 2>/dev/null | head -n 1 > "$dir/cmdline"
+  [ -s "$dir/cmdline" ] || die "no /etc/kernel/cmdline in the image"
+  log "booting $name: kernel $kver, cmdline: $(cat "$dir/cmdline")"
+  echo "==== boot $(date -u +%FT%TZ) kernel $kver" >> "$dir/serial.log"
+  start=$(date +%s)
+  qemu-system-x86_64 -machine q35 -accel tcg -m "$MEMORY" -smp 1 \
+    -display none -monitor none -serial "file:$dir/serial.cur" \
+    -drive "file=$dir/disk.raw,if=virtio,format=raw" \
+    -drive "file=$dir/persist.raw,if=virtio,format=raw" \
+    -kernel "$dir/vmlinuz" -initrd "$dir/initrd.img" \
+    -append "$(cat "$dir/cmdline") console=ttyS0" \
+    -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$(cat "$dir/port")-:22" \
+    -device virtio-net-pci,netdev=n0 \
+    -daemonize -pidfile "$dir/qemu.pid"
+  while ! vm_ssh "$name" true 2>/dev/null; do
+    if ! running "$name"; then
+      collect_serial "$name"
+      tail -n 40 "$dir/serial.log" >&2
+      die "qemu for $name exited during boot"
+    fi
+    if [ $(( $(date +%s) - start )) -gt "$BOOT_TIMEOUT" ]; then
+      collect_serial "$name"
+      tail -n 40 "$dir/serial.log" >&2
+      die "$name: no SSH after ${BOOT_TIMEOUT}s (serial console: $dir/serial.log)"
+    fi
+    sleep 2
+  done
+  log "$name: SSH up after $(( $(date +%s) - start ))s"
+}
+
+collect_serial() {
+  # The serial console of the current boot, appended to serial.log.
+  local dir
+  dir=$(run_dir "$1")
+  [ -f "$dir/serial.cur" ] || return 0
+  cat "$dir/serial.cur" >> "$dir/serial.log"
+  rm -f "$dir/serial.cur"
+}
+
+stop() {
+  local name=$1 dir pid start
+  dir=$(run_dir "$name")
+  if ! running "$name"; then
+    collect_serial "$name"
+    return 0
+  fi
+  pid=$(cat "$dir/qemu.pid")
+  start=$(date +%s)
+  vm_ssh "$name" systemctl poweroff >/dev/null 2>&1 || true
+  while kill -0 "$pid" 2>/dev/null && [ $(( $(date +%s) - start )) -lt "$STOP_TIMEOUT" ]; do
+    sleep 1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name: no clean shutdown in ${STOP_TIMEOUT}s; killing qemu (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    sleep 2
+    kill -9 "$pid" 2>/dev/null || true
+  else
+    log "$name: powered off after $(( $(date +%s) - start ))s"
+  fi
+  rm -f "$dir/qemu.pid"
+  collect_serial "$name"
+}
+
+case "${1:-}" in
+  deps) timed "vm deps" deps ;;
+  build) deps; timed "vm image build" build ;;
+  image) [ $# -eq 2 ] || die "usage: $0 image VARIANT"; ensure_key
+    [ -f "$(image_path "$2")" ] || build >&2
+    image_path "$2" ;;
+  new) [ $# -eq 3 ] || die "usage: $0 new NAME VARIANT"; ensure_key; new "$2" "$3" ;;
+  boot) [ $# -eq 2 ] || die "usage: $0 boot NAME"; boot "$2" ;;
+  stop) [ $# -eq 2 ] || die "usage: $0 stop NAME"; stop "$2" ;;
+  reboot) [ $# -eq 2 ] || die "usage: $0 reboot NAME"; stop "$2"; boot "$2" ;;
+  ssh) [ $# -ge 2 ] || die "usage: $0 ssh NAME [CMD...]"; name=$2; shift 2; vm_ssh "$name" "$@" ;;
+  port) [ $# -eq 2 ] || die "usage: $0 port NAME"; cat "$(run_dir "$2")/port" ;;
+  key) ensure_key; echo "$KEY" ;;
+  rm) [ $# -eq 2 ] || die "usage: $0 rm NAME"; stop "$2"; rm -rf "$(run_dir "$2")" ;;
+  *) die "usage: $0 deps|build|image VARIANT|new NAME VARIANT|boot NAME|stop NAME|reboot NAME|ssh NAME [CMD]|port NAME|key|rm NAME" ;;
+esac
