@@ -52,8 +52,17 @@ docker_up() {
   fi
   log "starting dockerd (--bridge=none --iptables=false)"
   # setsid: the daemon must not get our terminal's signals; it is stopped by docker-down.
-  setsid dockerd --bridge=none --iptables=false --ip6tables=false \
-    --pidfile "$STATE_DIR/dockerd.pid" >"$DOCKERD_LOG" 2>&1 < /dev/null &
+  # The daemon outlives this script: it must not inherit any other file
+  # descriptor, above all a lock held by a caller (`flock LOCK scripts/bench.sh
+  # up && ...` would otherwise stay locked as long as dockerd runs).
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+    done
+    exec setsid dockerd --bridge=none --iptables=false --ip6tables=false \
+      --pidfile "$STATE_DIR/dockerd.pid" >"$DOCKERD_LOG" 2>&1 < /dev/null
+  ) &
   echo started > "$STATE_DIR/started-by-us"
   local i
   for i in $(seq 1 60); do
