@@ -29,6 +29,7 @@ import os
 import shutil
 import stat
 import tarfile
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -507,24 +508,8 @@ def write_oci_layer(upper: str, out: BinaryIO, compression: str = "none") -> Exp
 # ---------------------------------------------------------------------------
 
 
-@dataclass
-class CopyStats:
-    files: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    hardlinks: int = 0
-    specials: int = 0
-    bytes: int = 0
-
-    def as_result(self) -> dict[str, int]:
-        return {
-            "files": self.files,
-            "directories": self.dirs,
-            "symlinks": self.symlinks,
-            "hardlinks": self.hardlinks,
-            "specials": self.specials,
-            "bytes": self.bytes,
-        }
+#: What copy_tree counts, in the order it reports them.
+COPY_COUNTS = ("files", "directories", "symlinks", "hardlinks", "specials", "bytes")
 
 
 def _copy_data(sfd: int, dfd: int) -> None:
@@ -576,7 +561,7 @@ def copy_metadata(src_st: os.stat_result, xattrs: Mapping[str, bytes], dest: str
     os.utime(dest, ns=(src_st.st_atime_ns, src_st.st_mtime_ns), follow_symlinks=False)
 
 
-def copy_tree(src: str, dest: str) -> CopyStats:
+def copy_tree(src: str, dest: str) -> dict[str, int]:
     """Copy the tree at ``src`` (a merged view) into the new directory ``dest``.
 
     Regular files, directories, symlinks, device nodes and FIFOs keep their
@@ -584,7 +569,7 @@ def copy_tree(src: str, dest: str) -> CopyStats:
     modification times; hard links stay hard links (by device and inode);
     directory times are set after their content. ``dest`` must not exist.
     """
-    stats = CopyStats()
+    stats: Counter[str] = Counter()
     root_st = os.lstat(src)
     if not stat.S_ISDIR(root_st.st_mode):
         raise UpperError("%s is not a directory" % src, "path")
@@ -602,12 +587,12 @@ def copy_tree(src: str, dest: str) -> CopyStats:
                 os.mkdir(dp, 0o700)
                 dirs.append((st, read_xattrs(sp), dp))
                 stack.append((sp, dp))
-                stats.dirs += 1
+                stats["directories"] += 1
                 continue
             key = (st.st_dev, st.st_ino)
             if st.st_nlink > 1 and key in links:
                 os.link(links[key], dp)
-                stats.hardlinks += 1
+                stats["hardlinks"] += 1
                 continue
             if stat.S_ISREG(mode):
                 sfd = _open_source(sp)
@@ -619,20 +604,20 @@ def copy_tree(src: str, dest: str) -> CopyStats:
                         os.close(dfd)
                 finally:
                     os.close(sfd)
-                stats.files += 1
-                stats.bytes += st.st_size
+                stats["files"] += 1
+                stats["bytes"] += st.st_size
             elif stat.S_ISLNK(mode):
                 os.symlink(os.readlink(sp), dp)
-                stats.symlinks += 1
+                stats["symlinks"] += 1
             else:
                 os.mknod(dp, stat.S_IFMT(mode) | 0o600, st.st_rdev)
-                stats.specials += 1
+                stats["specials"] += 1
             copy_metadata(st, read_xattrs(sp), dp)
             if st.st_nlink > 1:
                 links[key] = dp
     for st, xa, d in reversed(dirs):
         copy_metadata(st, xa, d)
-    return stats
+    return {k: stats[k] for k in COPY_COUNTS}
 
 
 # ---------------------------------------------------------------------------

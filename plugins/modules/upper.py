@@ -271,11 +271,13 @@ archive:
   type: dict
   sample: {entries: 12, whiteouts: 1, opaque: 1, bytes: 4096, size: 20480, digest: "sha256:3f0a...", skipped: []}
 holders:
-  description: Processes found using the overlay when a busy overlay refused the change (pid, comm, reason).
+  description:
+    - When V(discarded) or V(committed) refused a busy overlay, the processes using it, each with C(pid),
+      C(comm) and C(reason) (C(cwd), C(root), C(fd <n> <path>) or C(maps <path>)).
   returned: failure because the overlay is busy
   type: list
   elements: dict
-  sample: [{pid: 1234, comm: bash, reason: cwd}]
+  sample: [{pid: 4242, comm: kiosk-browser, reason: "fd 7 /srv/kiosk/profile/lock"}]
 diff:
   description:
     - In diff mode, C(before)/C(after) texts with C(before_header)/C(after_header). For V(discarded) and
@@ -328,17 +330,11 @@ ARGUMENT_SPEC: dict[str, Any] = dict(
 )
 
 
+#: The overlay module's defaults (what a mount shows no option for).
+OVERLAY_PARAMS = "/sys/module/overlay/parameters"
+
 #: The archive holds whatever the upper holds (secrets included): owner only.
 ARCHIVE_MODE = 0o600
-
-
-class Failure(Exception):
-    """A refused or failed run; ``result`` goes to fail_json."""
-
-    def __init__(self, msg: str, result: dict[str, Any]) -> None:
-        super().__init__(msg)
-        self.msg = msg
-        self.result = result
 
 
 @dataclass
@@ -366,12 +362,12 @@ def load_overlay(sd: Systemd, raw_path: str, result: dict[str, Any]) -> Overlay:
         path = normalize_path(raw_path, "path")
         unit = unit_name(path)
     except OverlayError as exc:
-        raise Failure(str(exc), dict(result, param=exc.param)) from None
+        raise conv.ConvergeError(str(exc), dict(result, param=exc.param)) from None
     result["unit"] = unit
     text = conv.read_text(os.path.join(conv.UNIT_DIR, unit))
     keys = managed_keys(text)
     if text is None or not keys:
-        raise Failure(
+        raise conv.ConvergeError(
             "%s/%s %s; overlayfs.systemd.upper only works on overlays managed by overlayfs.systemd.mount"
             % (conv.UNIT_DIR, unit, "does not exist" if text is None else "was not written by overlayfs.systemd"),
             dict(result, param="path"),
@@ -383,11 +379,13 @@ def load_overlay(sd: Systemd, raw_path: str, result: dict[str, Any]) -> Overlay:
     try:
         params = params_from_unit(text, tmpfs_text, prepare_text, enabled)
     except OverlayError as exc:
-        raise Failure(str(exc), dict(result, param=exc.param)) from None
+        raise conv.ConvergeError(str(exc), dict(result, param=exc.param)) from None
     kind = params["upper"]
     result.update(upper=kind, upperdir=keys.get("Upperdir"), workdir=keys.get("Workdir"))
     if kind == "none" or not keys.get("Upperdir") or not keys.get("Workdir"):
-        raise Failure("the overlay at %s has no upper layer (upper: none)" % path, dict(result, param="path"))
+        raise conv.ConvergeError(
+            "the overlay at %s has no upper layer (upper: none)" % path, dict(result, param="path")
+        )
     live = mount_at(conv.read_mounts(), path)
     if live is not None and live.fstype != "overlay":
         live = None
@@ -397,7 +395,7 @@ def load_overlay(sd: Systemd, raw_path: str, result: dict[str, Any]) -> Overlay:
         opts = parse_overlay_options(live.super_options, live.mount_options)
         live_options = opts.options
         if opts.upperdir != keys["Upperdir"]:
-            raise Failure(
+            raise conv.ConvergeError(
                 "the overlay mounted at %s uses upperdir %s, but its unit records %s; apply the unit with "
                 "overlayfs.systemd.mount first" % (path, opts.upperdir, keys["Upperdir"]),
                 dict(result, param="path", mounted=True),
@@ -417,7 +415,7 @@ def require_confirm(module: AnsibleModule, ov: Overlay, what: str, result: dict[
     if module.check_mode or module.params["confirm"] == ov.unit:
         return
     given = module.params["confirm"]
-    raise Failure(
+    raise conv.ConvergeError(
         "state=%s %s; set confirm: %s to proceed%s"
         % (
             module.params["state"],
@@ -434,20 +432,24 @@ def check_not_busy(ov: Overlay, result: dict[str, Any]) -> None:
     try:
         conv.busy_check(build_spec(ov.params), [ov.unit], conv.read_mounts())
     except conv.BusyError as exc:
-        raise Failure(str(exc), dict(result, holders=exc.holders, param="path")) from None
+        msg = str(exc).replace(", or use apply: next_boot", "")  # the mount module's way out, not ours
+        raise conv.ConvergeError(msg, dict(result, holders=exc.holders, param="path")) from None
 
 
 def stop_overlay(sd: Systemd, ov: Overlay, actions: list[str]) -> None:
-    """Stop the overlay unit and make sure nothing mounts its upper any more."""
+    """Stop the overlay unit."""
     sd.stop(ov.unit)
     actions.append("stop %s" % ov.unit)
+
+
+def ensure_unmounted(ov: Overlay) -> None:
+    """Refuse to empty an upper that any overlay still mounts (never delete in a live upper)."""
     for m in conv.read_mounts():
         if m.fstype == "overlay" and (
             m.mount_point == ov.path or parse_overlay_options(m.super_options).upperdir == ov.upperdir
         ):
             raise OverlayError(
-                "the upper %s is still mounted at %s after stopping %s; nothing was deleted"
-                % (ov.upperdir, m.mount_point, ov.unit),
+                "the upper %s is still mounted at %s; nothing was deleted" % (ov.upperdir, m.mount_point),
                 "path",
             )
 
@@ -478,6 +480,7 @@ def discard(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, A
     try:
         if was_mounted:
             stop_overlay(sd, ov, actions)
+        ensure_unmounted(ov)
         for d in (ov.upperdir, ov.workdir):
             asides.append((d, up.swap_empty(d, "discard")))
             actions.append("empty %s" % d)
@@ -493,7 +496,7 @@ def discard(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, A
                 sd.start(ov.unit)
             except CommandError as err:
                 problems.append(str(err))
-        raise Failure(
+        raise conv.ConvergeError(
             "discarding the upper of %s failed; the old upper and work directories were put back. %s%s"
             % (ov.path, msg, (" Problems: %s" % "; ".join(problems)) if problems else ""),
             dict(result, mounted=mount_at(conv.read_mounts(), ov.path) is not None),
@@ -512,6 +515,15 @@ def restore(asides: list[tuple[str, str]]) -> list[str]:
     return problems
 
 
+def dest_param(raw: str, result: dict[str, Any]) -> str:
+    """O(dest) normalised (and recorded in the result)."""
+    try:
+        result["dest"] = normalize_path(raw, "dest")
+    except OverlayError as exc:
+        raise conv.ConvergeError(str(exc), dict(result, param="dest")) from None
+    return result["dest"]
+
+
 def check_dest(ov: Overlay, dest: str, result: dict[str, Any]) -> None:
     layers = [("the mount point", ov.path), ("upperdir", ov.upperdir), ("workdir", ov.workdir)]
     layers += [("lowerdir", x) for x in ov.lowers]
@@ -520,17 +532,28 @@ def check_dest(ov: Overlay, dest: str, result: dict[str, Any]) -> None:
     layers += [("the API file system", x) for x in API_PATHS]
     problems = up.dest_problems(dest, layers)
     if dest == "/" or problems:
-        raise Failure(
+        raise conv.ConvergeError(
             "%s; choose a path outside the overlay and its layers (for example under /var/lib/overlayfs/layers)"
             % "; ".join(problems or ["dest cannot be /"]),
             dict(result, param="dest"),
         )
 
 
+def effective_feature(live_options: dict[str, str | None], name: str) -> str:
+    """A feature's live value: mountinfo shows it only when it differs from the overlay module's default."""
+    if name in live_options:
+        return live_options[name] or ""
+    try:
+        with open(os.path.join(OVERLAY_PARAMS, name), encoding="ascii") as fh:
+            return "on" if fh.read().strip() in ("Y", "y", "1") else "off"
+    except OSError:
+        return "off"
+
+
 def refuse_redirects(ov: Overlay, verb: str, result: dict[str, Any]) -> None:
-    on = [k for k in ("redirect_dir", "metacopy") if ov.live_options.get(k) == "on"]
+    on = [k for k in ("redirect_dir", "metacopy") if effective_feature(ov.live_options, k) == "on"]
     if on:
-        raise Failure(
+        raise conv.ConvergeError(
             "the overlay at %s is mounted with %s: its upper entries point at data in the lower layers, so the "
             "module refuses to %s it. Mount it without %s (overlayfs.systemd.mount) first"
             % (ov.path, ", ".join("%s=on" % k for k in on), verb, " and ".join(on)),
@@ -540,24 +563,20 @@ def refuse_redirects(ov: Overlay, verb: str, result: dict[str, Any]) -> None:
 
 def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, Any]) -> None:
     p = module.params
-    try:
-        dest = normalize_path(p["dest"], "dest")
-    except OverlayError as exc:
-        raise Failure(str(exc), dict(result, param="dest")) from None
-    result["dest"] = dest
+    dest = dest_param(p["dest"], result)
     insp = inspect(ov)
     result.update(insp.as_result())
     unit_lowers = list(ov.params["lowerdir"])
     if os.path.lexists(dest):
         if unit_lowers[0] == dest and ov.lowers[0] == dest and insp.empty:
             return
-        raise Failure(
+        raise conv.ConvergeError(
             "dest %s already exists; committed creates a new directory. Give a new path" % dest,
             dict(result, param="dest"),
         )
     check_dest(ov, dest, result)
     if ov.live is None:
-        raise Failure(
+        raise conv.ConvergeError(
             "the overlay at %s is not mounted; committed copies the merged view. Mount it first "
             "(overlayfs.systemd.mount state: mounted)" % ov.path,
             dict(result, param="path"),
@@ -586,7 +605,7 @@ def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, An
         try:
             prep = conv.prepare(sd, dict(new_params, state="present"), diff=module._diff)
         except conv.ConvergeError as exc:
-            raise Failure(exc.msg, {**result, **exc.result}) from None
+            raise conv.ConvergeError(exc.msg, {**result, **exc.result}) from None
         planned = ["stop %s" % ov.unit] + [a for a in prep.result["actions"] if a.startswith(("write ", "remove "))]
         planned += ["daemon-reload", "start %s" % ov.unit]
         actions += ["copy %s to %s" % (ov.path, dest)] + with_emptying(planned, ov)
@@ -600,20 +619,20 @@ def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, An
     partial = up.aside_name(dest, "partial")
     try:
         make_dirs_secure(parent, 0o755, 0, 0, created, 0o755)
-        result["copied"] = up.copy_tree(ov.path, partial).as_result()
+        result["copied"] = up.copy_tree(ov.path, partial)
         os.rename(partial, dest)
     except (OSError, OverlayError) as exc:
         up.remove_tree(partial)
         for d in reversed(created):
             up.remove_tree(d)
-        raise Failure(
+        raise conv.ConvergeError(
             "copying %s to %s failed (%s); removed the partial copy, nothing else was changed" % (ov.path, dest, exc),
             dict(result, changed=False, lowerdir=ov.lowers),
         ) from None
     actions.append("copy %s to %s" % (ov.path, dest))
     try:
         unit_diffs = restack(module, sd, ov, new_params, dest, result)
-    except Failure:
+    except conv.ConvergeError:
         up.remove_tree(dest)
         for d in reversed(created):
             up.remove_tree(d)
@@ -635,13 +654,13 @@ def restack(
         prep = conv.prepare(sd, new_params, diff=module._diff)
         conv.check_busy(prep)
     except conv.ConvergeError as exc:
-        raise Failure(
+        raise conv.ConvergeError(
             "%s; removed %s again, nothing else was changed" % (exc.msg, dest), {**result, **exc.result}
         ) from None
     for w in prep.warnings:
         module.warn(w)
     if ov.unit not in prep.plan.stop:
-        raise Failure(
+        raise conv.ConvergeError(
             "the restack plan of %s does not stop the overlay (%s); nothing was changed"
             % (ov.path, ", ".join(prep.result["actions"])),
             dict(result, lowerdir=ov.lowers),
@@ -649,8 +668,10 @@ def restack(
     asides: list[tuple[str, str]] = []
     try:
         conv.apply_files(module, sd, prep)
-        if mount_at(conv.read_mounts(), ov.path) is not None:
-            raise conv.ActivationError("stop %s" % ov.unit, OverlayError("%s is still mounted" % ov.path))
+        try:
+            ensure_unmounted(ov)
+        except OverlayError as exc:
+            raise conv.ActivationError("stop %s" % ov.unit, exc) from exc
         asides.append((ov.upperdir, up.swap_empty(ov.upperdir, "commit", template=dest)))
         asides.append((ov.workdir, up.swap_empty(ov.workdir, "commit")))
         if prep.plan.daemon_reload:
@@ -663,7 +684,7 @@ def restack(
         problems = restore(asides)
         act = exc if isinstance(exc, conv.ActivationError) else conv.ActivationError("empty the upper", exc)
         err = conv.failed_activation(module, sd, prep, act)
-        raise Failure(
+        raise conv.ConvergeError(
             "%s The old upper and work directories were put back; removed %s.%s"
             % (err.msg, dest, (" Problems: %s" % "; ".join(problems)) if problems else ""),
             {**result, **err.result, "lowerdir": ov.lowers},
@@ -704,20 +725,16 @@ class HashingWriter:
 
 def export(module: AnsibleModule, ov: Overlay, result: dict[str, Any]) -> None:
     p = module.params
-    try:
-        dest = normalize_path(p["dest"], "dest")
-    except OverlayError as exc:
-        raise Failure(str(exc), dict(result, param="dest")) from None
-    result["dest"] = dest
+    dest = dest_param(p["dest"], result)
     check_dest(ov, dest, result)
     if os.path.isdir(dest) or (os.path.lexists(dest) and not p["force"]):
-        raise Failure(
+        raise conv.ConvergeError(
             "dest %s already exists; give a new file name or force: true to overwrite it" % dest,
             dict(result, param="dest"),
         )
     parent = os.path.dirname(dest)
     if not os.path.isdir(parent):
-        raise Failure("the directory of dest %s does not exist; create %s first" % (dest, parent), result)
+        raise conv.ConvergeError("the directory of dest %s does not exist; create %s first" % (dest, parent), result)
     refuse_redirects(ov, "export", result)
     insp = inspect(ov)
     result.update(insp.as_result())
@@ -728,7 +745,7 @@ def export(module: AnsibleModule, ov: Overlay, result: dict[str, Any]) -> None:
     if module.check_mode:
         return
     if not os.path.isdir(ov.upperdir):
-        raise Failure("the upper directory %s does not exist (is the tmpfs mounted?)" % ov.upperdir, result)
+        raise conv.ConvergeError("the upper directory %s does not exist (is the tmpfs mounted?)" % ov.upperdir, result)
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=".%s." % os.path.basename(dest)[:100], suffix=".tmp")
     try:
         sink = HashingWriter(fd)
@@ -740,7 +757,7 @@ def export(module: AnsibleModule, ov: Overlay, result: dict[str, Any]) -> None:
         module.atomic_move(tmp, dest)
         os.chmod(dest, ARCHIVE_MODE)
     except (OSError, up.UpperError) as exc:
-        raise Failure("writing %s failed: %s" % (dest, exc), dict(result, changed=False)) from None
+        raise conv.ConvergeError("writing %s failed: %s" % (dest, exc), dict(result, changed=False)) from None
     finally:
         if fd >= 0:
             os.close(fd)
@@ -772,9 +789,9 @@ def run(module: AnsibleModule, sd: Systemd) -> dict[str, Any]:
         else:
             export(module, ov, result)
     except up.UpperError as exc:
-        raise Failure(str(exc), dict(result, param=exc.param)) from None
+        raise conv.ConvergeError(str(exc), dict(result, param=exc.param)) from None
     except (OverlayError, CommandError) as exc:
-        raise Failure(str(exc), result) from None
+        raise conv.ConvergeError(str(exc), result) from None
     return result
 
 
@@ -786,7 +803,7 @@ def main() -> None:
     )
     try:
         result = run(module, Systemd(module))
-    except Failure as exc:
+    except conv.ConvergeError as exc:
         module.fail_json(msg=exc.msg, **exc.result)
     module.exit_json(**result)
 

@@ -55,6 +55,8 @@ class FakeHost:
         self.commands: list[list[str]] = []
         self.enabled: set[str] = set()
         self.fail_start: dict[str, str] = {}
+        #: Units whose next start fails once with this stderr (a restart after rollback works).
+        self.fail_once: dict[str, str] = {}
         self.util_linux = "2.38.1"
         self.next_id = 200
         self.active: set[str] = set()
@@ -123,6 +125,8 @@ class FakeHost:
     def _start(self, name: str) -> tuple[int, str, str]:
         if name in self.fail_start:
             return 1, "", self.fail_start[name]
+        if name in self.fail_once:
+            return 1, "", self.fail_once.pop(name)
         if name in self.active:
             return 0, "", ""
         text = self.unit_text(name)

@@ -28,6 +28,15 @@ ok = partial(expect_ok, mod.main)
 failed = partial(expect_failed, mod.main)
 
 
+@pytest.fixture(autouse=True)
+def kernel_defaults(tmp_path, monkeypatch):
+    """The overlay module's defaults: off, unless a test writes its own (not the host's /sys)."""
+    params_dir = tmp_path / "sys-overlay"
+    params_dir.mkdir()
+    monkeypatch.setattr(mod, "OVERLAY_PARAMS", str(params_dir))
+    return params_dir
+
+
 def mount_params(host, **kw):
     p = {"path": host.path("srv/app"), "lowerdir": [host.path("opt/app/v2"), host.path("opt/app/base")]}
     p.update(kw)
@@ -158,7 +167,7 @@ def test_discarded_busy_overlay_is_refused(host, app):
     (d / "comm").write_text("kiosk\n")
     os.symlink(host.path("srv/app/new.txt"), d / "fd" / "3")
     r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
-    assert "busy" in r["msg"] and "kiosk" in r["msg"]
+    assert "busy" in r["msg"] and "kiosk" in r["msg"] and "next_boot" not in r["msg"]
     assert r["holders"] == [{"pid": 4242, "comm": "kiosk", "reason": "fd 3 %s" % host.path("srv/app/new.txt")}]
     assert len(os.listdir(app["upperdir"])) == 4 and host.mutating() == []
 
@@ -279,16 +288,7 @@ def test_committed_busy_is_refused_before_copying(host, app):
 def test_committed_failed_start_rolls_back(host, app):
     dest = host.path("var/layers/app-1")
     old_unit = host.unit_text(app["unit"])
-    real_start = host._start
-    calls = []
-
-    def flaky(name):
-        calls.append(name)
-        if len(calls) == 1:
-            return 1, "", "mount: wrong fs type\n"
-        return real_start(name)
-
-    host._start = flaky
+    host.fail_once[app["unit"]] = "mount: wrong fs type\n"
     r = failed({"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]})
     assert "rolled back" in r["msg"] and "put back" in r["msg"]
     assert host.unit_text(app["unit"]) == old_unit
@@ -325,3 +325,25 @@ def test_exported_check_mode_writes_nothing(host, app):
 def test_exported_refuses_dest_inside_the_overlay(host, app):
     r = failed({"path": host.path("srv/app"), "state": "exported", "dest": app["upperdir"] + "/x.tar"})
     assert "overlaps upperdir" in r["msg"] and r["param"] == "dest"
+
+
+def test_committed_refuses_metacopy_by_kernel_default(host, app, kernel_defaults):
+    """mountinfo omits a feature that equals the overlay module's default: read the default."""
+    (kernel_defaults / "metacopy").write_text("Y\n")
+    (kernel_defaults / "redirect_dir").write_text("N\n")
+    dest = host.path("var/l1")
+    r = failed({"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]})
+    assert "metacopy=on" in r["msg"] and "redirect_dir=on" not in r["msg"]
+    assert not os.path.exists(dest)
+    (kernel_defaults / "metacopy").write_text("N\n")
+    assert ok({"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]})["changed"]
+
+
+def test_discarded_refuses_an_upper_another_overlay_mounts(host, app):
+    expect_ok(mount_mod.main, mount_params(host, state="unmounted"))
+    host.add_mount(
+        "95 22 0:95 / /srv/intruder rw - overlay overlay rw,lowerdir=/l,upperdir=%s,workdir=/w" % app["upperdir"]
+    )
+    r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
+    assert "still mounted at /srv/intruder" in r["msg"] and "put back" in r["msg"]
+    assert len(os.listdir(app["upperdir"])) == 4
