@@ -4,10 +4,15 @@
 #
 #   ruff -> yamllint -> ansible-lint -> ansible-test sanity -> pytest units
 #   (with coverage) -> collection build/install -> molecule scenarios
+#   -> vm real-boot tests
 #
 # Needs root on Debian 12 for the molecule steps (installs docker.io and
-# debootstrap, starts dockerd if none runs and stops it again at the end).
-# OVERLAYFS_SKIP_MOLECULE=1 runs everything else (no root needed).
+# debootstrap, starts dockerd if none runs and stops it again at the end) and
+# for the VM steps (installs qemu-system-x86, builds the VM images with
+# debootstrap, boots them with qemu under software emulation).
+# OVERLAYFS_SKIP_MOLECULE=1 runs everything else (no root needed; it skips
+# the VM steps too unless OVERLAYFS_SKIP_VM=0). OVERLAYFS_SKIP_VM=1 skips
+# only the VM steps.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -60,10 +65,20 @@ timed "pytest units" pytest tests/unit -q -p no:cacheprovider \
   --cov=plugins --cov-report=term --cov-report=xml:.cache/coverage.xml
 timed "collection build+install" scripts/build_install.sh
 if [ "${OVERLAYFS_SKIP_MOLECULE:-0}" != 1 ]; then
+  # One Docker suite at a time on a machine: wait for others holding the
+  # bench lock (developers' runs); released when this script exits.
+  exec 9>/tmp/overlayfs-bench.lock
+  flock 9
   scripts/bench.sh up   # times its own steps
   trap 'rc=$?; scripts/bench.sh docker-down; (exit $rc); summary' EXIT
   for scenario_file in molecule/*/molecule.yml; do
     scenario=$(basename "$(dirname "$scenario_file")")
     timed "molecule $scenario" molecule test -s "$scenario"
   done
+fi
+if [ "${OVERLAYFS_SKIP_VM:-${OVERLAYFS_SKIP_MOLECULE:-0}}" != 1 ]; then
+  # Real boots of a Debian 12 VM (qemu, TCG): the readonly_root role across
+  # reboots. scripts/vm.sh times its own image build (cached by inputs).
+  scripts/vm.sh build
+  timed "vm real-boot tests" pytest tests/vm -v -p no:cacheprovider
 fi

@@ -20,8 +20,9 @@ def test_systemd_is_pid1_and_running(host):
 def test_overlay_mounted_with_tmpfs_upper(host):
     fs = overlay_at(host, "/srv/bench")
     assert fs is not None and fs["fstype"] == "overlay"
-    assert "upperdir=/run/overlayfs/bench/upper" in fs["options"]
-    tmpfs = overlay_at(host, "/run/overlayfs/bench")
+    upper = next(o for o in fs["options"].split(",") if o.startswith("upperdir=")).split("=", 1)[1]
+    assert upper.startswith("/run/overlayfs/") and upper.endswith("/upper")
+    tmpfs = overlay_at(host, upper.rsplit("/", 1)[0])
     assert tmpfs is not None and tmpfs["fstype"] == "tmpfs"
     assert host.file("/srv/bench/hello.txt").content_string == "from the lower layer\n"
 
