@@ -29,11 +29,20 @@ timed "boot demo container" molecule create -s demo
 # run 'SHELL CODE': runs in the container, so its $ expand there.
 # shellcheck disable=SC2016
 run() { docker exec "$C" bash -c "$1"; }
+# report: the overlayfs.systemd.mount_info table of the container
+# (playbooks/report.yml). The YAML result format prints the table as plain
+# lines; only those are shown (everything, if the playbook fails).
+report() {
+  local out
+  out=$(ANSIBLE_CALLBACK_RESULT_FORMAT=yaml ansible-playbook -i "$C," -c community.docker.docker \
+    -e ansible_python_interpreter=/usr/bin/python3 playbooks/report.yml 2>&1) || { printf '%s\n' "$out"; return 1; }
+  printf '%s\n' "$out" | sed -n '/^ *msg: |-$/,/^$/{/msg: |-/d;/^$/d;s/^        //;p}'
+}
 # shellcheck disable=SC2016
 show() {
   echo
   echo "==================== $1 ===================="
-  run 'findmnt -t overlay -o TARGET,OPTIONS --list | awk "NR==1 || \$1 != \"/\"" | sed "s/,/, /g"'
+  report
   echo "--- units"
   run 'systemctl list-units --no-legend --plain "*.mount" "overlayfs-*" | grep -E "kiosk|overlayfs" | cut -c1-100'
   echo "--- what the app sees"
