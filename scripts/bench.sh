@@ -56,7 +56,7 @@ docker_up() {
   # descriptor, above all a lock held by a caller (`flock LOCK scripts/bench.sh
   # up && ...` would otherwise stay locked as long as dockerd runs).
   (
-    for fd in /proc/$BASHPID/fd/*; do
+    for fd in "/proc/$BASHPID/fd/"*; do
       fd=${fd##*/}
       [ "$fd" -gt 2 ] && eval "exec $fd>&-"
     done
