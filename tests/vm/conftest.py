@@ -1,0 +1,150 @@
+# Copyright (c) overlayfs.systemd contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Real-boot test helpers: drive scripts/vm.sh machines and run playbooks on them over SSH.
+
+A ``Machine`` is one qemu VM made by ``scripts/vm.sh new`` from a cached image;
+``play()`` runs ansible-playbook against it on the 127.0.0.1 port forward with
+the ansible.posix.json callback and returns the parsed result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VM_SH = os.path.join(REPO, "scripts", "vm.sh")
+PLAYBOOK = os.path.join(REPO, "tests", "vm", "playbooks", "readonly_root.yml")
+
+
+def vm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([VM_SH, *args], capture_output=True, text=True, check=check)
+
+
+@dataclass
+class PlayResult:
+    rc: int
+    stats: dict
+    failures: list[str]
+    facts: dict | None
+    output: str
+    seconds: float
+
+    @property
+    def changed(self) -> int:
+        return self.stats.get("changed", 0)
+
+
+@dataclass
+class Machine:
+    name: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def ssh(self, command: str, check: bool = True) -> str:
+        res = vm("ssh", self.name, command, check=False)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{command!r} on {self.name}: rc {res.returncode}\n{res.stdout}\n{res.stderr}")
+        return res.stdout
+
+    def boot(self) -> None:
+        start = time.monotonic()
+        res = vm("boot", self.name, check=False)
+        assert res.returncode == 0, res.stderr[-3000:]
+        self.timings.setdefault("boot", time.monotonic() - start)
+
+    def stop(self) -> None:
+        vm("stop", self.name, check=False)
+
+    def findmnt(self, path: str) -> dict | None:
+        out = self.ssh(f"findmnt --json --mountpoint {path} || true")
+        return json.loads(out)["filesystems"][0] if out.strip() else None
+
+    def boot_id(self) -> str:
+        return self.ssh("cat /proc/sys/kernel/random/boot_id").strip()
+
+    def play(self, variables: dict, check_mode: bool = False, label: str = "") -> PlayResult:
+        port = vm("port", self.name).stdout.strip()
+        key = vm("key").stdout.strip()
+        with tempfile.TemporaryDirectory(prefix="overlayfs-vm-play.") as tmp:
+            inventory = os.path.join(tmp, "inventory.ini")
+            with open(inventory, "w", encoding="utf-8") as fh:
+                fh.write(
+                    f"vm ansible_host=127.0.0.1 ansible_port={port} ansible_user=root "
+                    f"ansible_ssh_private_key_file={key} ansible_python_interpreter=/usr/bin/python3\n"
+                )
+            extra = os.path.join(tmp, "vars.json")
+            with open(extra, "w", encoding="utf-8") as fh:
+                json.dump(variables, fh)
+            cmd = [
+                "ansible-playbook",
+                "-i",
+                inventory,
+                PLAYBOOK,
+                "-e",
+                f"@{extra}",
+                "-e",
+                "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'",
+            ]
+            if check_mode:
+                cmd += ["--check", "--diff"]
+            env = {
+                **os.environ,
+                "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+                "ANSIBLE_PIPELINING": "1",
+                "ANSIBLE_HOST_KEY_CHECKING": "0",
+                "ANSIBLE_NOCOLOR": "1",
+            }
+            start = time.monotonic()
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=REPO)
+            seconds = time.monotonic() - start
+        if label:
+            self.timings[label] = seconds
+        try:
+            data = json.loads(res.stdout)
+        except json.JSONDecodeError as exc:
+            msg = f"ansible-playbook gave no JSON (rc {res.returncode}):\n{res.stdout}\n{res.stderr}"
+            raise AssertionError(msg) from exc
+        failures, facts = [], None
+        for play in data.get("plays", []):
+            for task in play.get("tasks", []):
+                result = task.get("hosts", {}).get("vm", {})
+                if result.get("failed"):
+                    failures.append(str(result.get("msg", result)))
+                for item in result.get("results", []) or []:
+                    if item.get("failed"):
+                        failures.append(str(item.get("msg", item)))
+                if task.get("task", {}).get("name") == "Facts for the test" and "readonly_root_facts" in result:
+                    facts = result["readonly_root_facts"]
+        stats = data.get("stats", {}).get("vm", {})
+        return PlayResult(res.returncode, stats, failures, facts, res.stdout + res.stderr, seconds)
+
+
+def machine(name: str, variant: str):
+    res = vm("new", name, variant, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = Machine(name)
+    m.boot()
+    try:
+        yield m
+    finally:
+        m.stop()
+        print(f"\n{name} timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in m.timings.items()))
+
+
+@pytest.fixture(scope="module")
+def kiosk():
+    """A VM of the good image (busybox in the initramfs), with an empty disk labelled persist."""
+    yield from machine("kiosk", "good")
+
+
+@pytest.fixture
+def nobusybox():
+    """A VM of the image whose initramfs lacks busybox (overlayroot's script would fail on grep); one test only."""
+    yield from machine("nobusybox", "nobusybox")
