@@ -620,6 +620,42 @@ def copy_tree(src: str, dest: str) -> dict[str, int]:
     return {k: stats[k] for k in COPY_COUNTS}
 
 
+def mask_lowers(dest: str, lowers: Sequence[str]) -> list[str]:
+    """Whiteouts in ``dest`` for every entry the lower stack ``lowers`` shows and ``dest`` lacks.
+
+    A full copy of a merged view stacked on the old lowers would let them show
+    through where something was deleted or a directory replaced (the lower
+    entries come back). A character device 0/0 in a lower layer is the
+    kernel's way to hide them; nothing else is added (no xattr). Directory
+    times in ``dest`` are kept. Returns the masked paths, relative to ``dest``.
+    """
+    masked: list[str] = []
+    stack: list[tuple[str, list[str]]] = [("", list(lowers))]
+    while stack:
+        rel, lower_dirs = stack.pop()
+        ddir = os.path.join(dest, rel) if rel else dest
+        present = set(os.listdir(ddir))
+        names: set[str] = set()
+        for d in lower_dirs:
+            names.update(os.listdir(d))
+        dir_st = os.lstat(ddir)
+        made = False
+        for name in sorted(names):
+            low, dummy, dirs = lower_entry(lower_dirs, name)
+            if low is None:
+                continue
+            child = join_rel(rel, name)
+            if name not in present:
+                os.mknod(os.path.join(ddir, name), stat.S_IFCHR, os.makedev(0, 0))
+                masked.append(child)
+                made = True
+            elif dirs and stat.S_ISDIR(os.lstat(os.path.join(ddir, name)).st_mode):
+                stack.append((child, dirs))
+        if made:
+            os.utime(ddir, ns=(dir_st.st_atime_ns, dir_st.st_mtime_ns))
+    return sorted(masked)
+
+
 # ---------------------------------------------------------------------------
 # Emptying a layer directory (only while the overlay is not mounted)
 # ---------------------------------------------------------------------------

@@ -65,9 +65,13 @@ options:
         otherwise, and nothing is changed), stops it, replaces the upper and work directories with empty ones
         of the same owner and mode, and starts it again if it was mounted. Works for persistent and tmpfs uppers.
       - V(committed) needs O(confirm) and O(dest), and a mounted overlay. It copies the merged view to O(dest)
-        (deleted files stay deleted, replaced directories stay replaced, no whiteout or C(trusted.overlay.*)
-        xattr is copied), then stops the overlay, empties its upper and work directories and mounts it again
-        with O(dest) as its top lower layer. Old lower layers are never changed.
+        (no whiteout or C(trusted.overlay.*) xattr of the upper is copied), then stops the overlay, empties its
+        upper and work directories and mounts it again with O(dest) as its top lower layer. Old lower layers are
+        never changed.
+      - Deleted files stay deleted and replaced directories stay replaced. Stacked on the old lowers, a copy
+        alone would let their entries show through again, so O(dest) gets a whiteout (a character device 0/0,
+        the kernel's marker in any layer) for each entry of the old lowers that the merged view no longer shows
+        (RV(masked)). With O(squash=true) nothing is below O(dest) and it holds no marker at all.
       - V(exported) writes the upper layer as an OCI image layer tar to O(dest) (whiteouts as C(.wh.<name>),
         opaque directories as C(.wh..wh..opq)). Reading a live upper gives a consistent archive only when
         nothing writes to the overlay meanwhile.
@@ -262,6 +266,14 @@ copied:
   returned: when O(state=committed) and something was copied
   type: dict
   sample: {files: 120, directories: 14, symlinks: 3, hardlinks: 1, specials: 0, bytes: 1048576}
+masked:
+  description:
+    - The whiteouts V(committed) put into O(dest) so that entries of the old lowers deleted or replaced in
+      the merged view stay hidden (relative paths). Empty with O(squash=true).
+  returned: when O(state=committed) and something was copied
+  type: list
+  elements: str
+  sample: [etc/old.conf, var/cache/app/stale]
 archive:
   description:
     - What V(exported) wrote - C(entries), C(whiteouts), C(opaque) markers, file C(bytes) read, the archive
@@ -620,6 +632,8 @@ def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, An
     try:
         make_dirs_secure(parent, 0o755, 0, 0, created, 0o755)
         result["copied"] = up.copy_tree(ov.path, partial)
+        # Stacked on the old lowers, the copy must hide what the merged view no longer shows.
+        result["masked"] = [] if p["squash"] else up.mask_lowers(partial, unit_lowers)
         os.rename(partial, dest)
     except (OSError, OverlayError) as exc:
         up.remove_tree(partial)

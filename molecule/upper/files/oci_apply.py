@@ -38,7 +38,9 @@ with tarfile.open(layer, "r:*") as tf:
         p = os.path.join(root, m.name.rstrip("/"))
         if not (m.isdir() and os.path.isdir(p)):
             remove(p)
-    tf.extractall(root, members=rest, numeric_owner=True, filter="fully_trusted")
+    # Python before 3.11.4 (Debian 12's 3.11.2) has no extraction filters
+    trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+    tf.extractall(root, members=rest, numeric_owner=True, **trusted)
     for m in sorted(rest, key=lambda m: m.isdir()):
         p = os.path.join(root, m.name.rstrip("/"))
         for key, value in m.pax_headers.items():

@@ -471,3 +471,29 @@ def test_dest_problems(dest, problem):
         assert problems == []
     else:
         assert any(problem in p for p in problems)
+
+
+def test_mask_lowers_hides_what_the_merged_view_dropped(tmp_path):
+    """A full copy on top of the old lowers: whiteouts exactly where a lower entry would come back."""
+    l1, l2, dest = tmp_path / "l1", tmp_path / "l2", tmp_path / "dest"
+    write(str(l2 / "gone.txt"), "g\n")
+    write(str(l2 / "dir/old"), "o\n")
+    write(str(l2 / "dir/keep"), "k\n")
+    write(str(l2 / "hidden-in-l1"), "h\n")
+    whiteout(str(l1 / "hidden-in-l1"))
+    write(str(l1 / "dir/l1file"), "1\n")
+    write(str(l2 / "was-dir/inner"), "i\n")
+    write(str(dest / "dir/keep"), "k\n")
+    write(str(dest / "dir/new"), "n\n")
+    write(str(dest / "was-dir"), "now a file\n")
+    os.utime(str(dest / "dir"), ns=(T0, T0))
+    masked = up.mask_lowers(str(dest), [str(l1), str(l2)])
+    assert masked == ["dir/l1file", "dir/old", "gone.txt"]
+    for rel in masked:
+        st = os.lstat(str(dest / rel))
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert os.lstat(str(dest / "dir")).st_mtime_ns == T0
+    assert up.read_xattrs(str(dest / "dir")) == {} or not any(
+        k.startswith("trusted.overlay") for k in up.read_xattrs(str(dest / "dir"))
+    )
+    assert up.mask_lowers(str(dest), []) == []

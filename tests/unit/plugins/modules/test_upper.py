@@ -198,7 +198,13 @@ def test_committed(host, app):
     lowers = [dest, host.path("opt/app/v2"), host.path("opt/app/base")]
     assert r["changed"] and r["mounted"] and r["lowerdir"] == lowers and r["dest"] == dest
     assert open(os.path.join(dest, "file.txt")).read() == "base, changed\n"
-    assert sorted(os.listdir(dest)) == ["cache", "file.txt", "new.txt"]
+    assert sorted(os.listdir(dest)) == ["cache", "file.txt", "gone.txt", "new.txt"]
+    # deleted and replaced lower entries are masked by whiteouts in the new layer, nothing else
+    assert r["masked"] == ["cache/old", "gone.txt"]
+    for rel in r["masked"]:
+        st = os.lstat(os.path.join(dest, rel))
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert "trusted.overlay.opaque" not in os.listxattr(os.path.join(dest, "cache"))
     assert os.listdir(app["upperdir"]) == [] and os.listdir(app["workdir"]) == []
     assert r["copied"]["files"] == 3
     text = host.unit_text(app["unit"])
@@ -218,7 +224,8 @@ def test_committed(host, app):
 def test_committed_squash(host, app):
     dest = host.path("var/layers/app-1")
     r = ok({"path": host.path("srv/app"), "state": "committed", "dest": dest, "squash": True, "confirm": app["unit"]})
-    assert r["lowerdir"] == [dest]
+    assert r["lowerdir"] == [dest] and r["masked"] == []
+    assert sorted(os.listdir(dest)) == ["cache", "file.txt", "new.txt"]
     assert "lowerdir=%s\n" % dest in host.unit_text(app["unit"]).replace(",", "\n")
 
 
