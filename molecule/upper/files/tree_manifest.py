@@ -13,6 +13,8 @@ import sys
 
 root = sys.argv[1]
 no_root_times = "--no-root-times" in sys.argv[2:]
+if not os.path.isdir(root):
+    sys.exit("tree-manifest: %s is not a directory" % root)
 links = {}
 for d, dirs, files in os.walk(root):
     dirs.sort()

@@ -17,7 +17,9 @@ OVERLAYS = {"persist": "/srv/up-persist", "tmpfs": "/srv/up-tmpfs"}
 
 
 def manifest(host, path: str, no_root_times: bool = False) -> str:
-    return host.check_output("tree-manifest %s%s", path, " --no-root-times" if no_root_times else "")
+    if no_root_times:
+        return host.check_output("tree-manifest %s --no-root-times", path)
+    return host.check_output("tree-manifest %s", path)
 
 
 def saved(host, name: str) -> str:
