@@ -6,7 +6,8 @@
 Prints one JSON object: the boot state (is / the overlayroot overlay, where the
 real root is), what the next boot will do (overlayroot config read from the
 real root), and every fact the role's preflight decides on. Changes nothing.
-Usage: python3 probe.py '<json: {"persistent_base": str, "persistent_device": str}>'
+Usage: python3 probe.py '<json: {"persistent_base": str, "persistent_device": str, "paths": [str],
+"files": [str], "links": [str], "list_initramfs": bool}>'
 """
 
 from __future__ import annotations
@@ -88,10 +89,11 @@ def upper_info(upper: dict | None) -> dict | None:
     }
 
 
-def initramfs(kernel: str) -> dict:
+def initramfs(kernel: str, listing: bool) -> dict:
+    """What the running kernel's initramfs holds for overlayroot (listed only when asked: seconds on slow hosts)."""
     path = f"/boot/initrd.img-{kernel}"
     info = {"path": path, "exists": os.path.isfile(path), "overlayroot": False, "busybox": False, "grep": False}
-    if not info["exists"]:
+    if not info["exists"] or not listing:
         return info
     try:
         res = subprocess.run(
@@ -175,7 +177,7 @@ def main() -> None:
         "busybox_installed": os.path.isfile(os.path.join(lower, "bin/busybox")),
         "next_boot_overlayroot": overlayroot_value(lower),
         "cmdline_overlayroot": cmdline_overlayroot(),
-        "initramfs": initramfs(kernel),
+        "initramfs": initramfs(kernel, args.get("list_initramfs", True)),
         "overlay_module": overlay_module(kernel),
         "mem_total_kib": int(mem.group(1)) if mem else 0,
         "machine_id": machine_id,
