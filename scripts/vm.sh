@@ -222,7 +222,7 @@ boot() {
     -drive "file=$dir/persist.raw,if=virtio,format=raw" \
     -kernel "$dir/vmlinuz" -initrd "$dir/initrd.img" \
     -append "$(cat "$dir/cmdline") console=ttyS0" \
-    -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$(cat "$dir/port")-:22" \
+    -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$(cat "$dir/port")-:22" \
     -device virtio-net-pci,netdev=n0 \
     -daemonize -pidfile "$dir/qemu.pid"
   while ! vm_ssh "$name" true 2>/dev/null; do
