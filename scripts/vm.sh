@@ -131,8 +131,9 @@ build() {
   mkdir -p "$IMAGES"
   local dir
   dir=$(mktemp -d /var/tmp/overlayfs-vm-root.XXXXXX)
+  # "|| true": umount exits 3 for paths no longer mounted, and errexit applies inside traps.
   # shellcheck disable=SC2064  # expand now: the trap must remove this run's directory
-  trap "umount -lR '$dir/proc' '$dir/sys' '$dir/dev' 2>/dev/null; rm -rf '$dir'" RETURN
+  trap "umount -lR '$dir/proc' '$dir/sys' '$dir/dev' 2>/dev/null || true; rm -rf '$dir'" RETURN
   log "debootstrap $SUITE (minbase + $PACKAGES) into $dir"
   debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$dir" "$MIRROR" \
     > "$VM_DIR/debootstrap.log" 2>&1 || { tail -n 30 "$VM_DIR/debootstrap.log" >&2; die "debootstrap failed"; }
