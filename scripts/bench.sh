@@ -111,9 +111,7 @@ image() {
     root=$(mktemp -d /var/tmp/overlayfs-bench-root.XXXXXX)
     # shellcheck disable=SC2064
     trap "rm -rf '$root'" RETURN
-    log "debootstrap $SUITE (minbase + $PACKAGES) into $root"
-    debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$MIRROR" \
-      > "$STATE_DIR/debootstrap.log" 2>&1 || { tail -n 30 "$STATE_DIR/debootstrap.log" >&2; die "debootstrap failed"; }
+    debootstrap_minbase "$SUITE" "$MIRROR" "$PACKAGES" "$root" "$STATE_DIR/debootstrap.log"
     # Trim and prepare for booting systemd as PID 1 in a container.
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
     : > "$root/etc/machine-id"

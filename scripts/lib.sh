@@ -17,3 +17,12 @@ timed() {
   echo "$name $(( $(date +%s) - start ))s rc=$rc" >> "${OVERLAYFS_TIMINGS:-/dev/null}"
   return "$rc"
 }
+
+# debootstrap_minbase SUITE MIRROR PACKAGES DIR LOG: a Debian minbase root
+# with PACKAGES (comma-separated) in DIR; on failure the log's tail, then die.
+debootstrap_minbase() {
+  local suite=$1 mirror=$2 packages=$3 dir=$4 logf=$5
+  log "debootstrap $suite (minbase + $packages) into $dir"
+  debootstrap --variant=minbase --include="$packages" "$suite" "$dir" "$mirror" > "$logf" 2>&1 \
+    || { tail -n 30 "$logf" >&2; die "debootstrap failed"; }
+}

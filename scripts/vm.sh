@@ -134,9 +134,7 @@ build() {
   # "|| true": umount exits 3 for paths no longer mounted, and errexit applies inside traps.
   # shellcheck disable=SC2064  # expand now: the trap must remove this run's directory
   trap "umount -lR '$dir/proc' '$dir/sys' '$dir/dev' 2>/dev/null || true; rm -rf '$dir'" RETURN
-  log "debootstrap $SUITE (minbase + $PACKAGES) into $dir"
-  debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$dir" "$MIRROR" \
-    > "$VM_DIR/debootstrap.log" 2>&1 || { tail -n 30 "$VM_DIR/debootstrap.log" >&2; die "debootstrap failed"; }
+  debootstrap_minbase "$SUITE" "$MIRROR" "$PACKAGES" "$dir" "$VM_DIR/debootstrap.log"
   configure_root "$dir"
   log "update-initramfs in a chroot on the host (good: with busybox)"
   in_chroot "$dir" update-initramfs -u -k all > "$VM_DIR/initramfs-good.log" 2>&1 \
