@@ -29,35 +29,47 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import (
-    NEW_API_VALUE_MAX,
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _mountinfo, _names, _plan, _spec, _units
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
-    OverlaySpec,
-    build_spec,
-    candidate_units,
-    check_option_limits,
-    check_target_name,
-    describe_mismatch,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._host import (
     dir_entries,
     find_holders,
-    is_within,
-    live_matches,
     make_dirs_secure,
-    managed_keys,
-    mount_at,
-    mount_containing,
-    overlay_id,
-    parse_mountinfo,
-    parse_overlay_options,
-    plan,
-    render_options,
-    render_units,
-    resolve_ownership,
-    submounts,
     workdir_is_fresh,
 )
+from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
+    mount_at,
+    mount_containing,
+    parse_mountinfo,
+    parse_overlay_options,
+    submounts,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
+    candidate_units,
+    is_within,
+    overlay_id,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._plan import (
+    describe_mismatch,
+    live_matches,
+    plan,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
+    NEW_API_VALUE_MAX,
+    OverlaySpec,
+    build_spec,
+    check_option_limits,
+    resolve_ownership,
+)
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import CommandError, Systemd
+from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
+    check_target_name,
+    managed_keys,
+    render_options,
+    render_units,
+)
 
 # File-system roots; overridden only by unit tests.
 UNIT_DIR = "/etc/systemd/system"
@@ -84,13 +96,13 @@ UNSUITABLE_UPPER_FS = (
 ARGUMENT_SPEC: dict[str, Any] = dict(
     path=dict(type="str", required=True),
     lowerdir=dict(type="list", elements="str"),
-    upper=dict(type="str", choices=list(_overlay.UPPER_KINDS), default="persistent"),
+    upper=dict(type="str", choices=list(_spec.UPPER_KINDS), default="persistent"),
     upperdir=dict(type="str"),
     workdir=dict(type="str"),
     tmpfs_size=dict(type="str", default="25%"),
     tmpfs_nr_inodes=dict(type="str"),
     tmpfs_mode=dict(type="raw", default="0755"),
-    state=dict(type="str", choices=list(_overlay.STATES), default="mounted"),
+    state=dict(type="str", choices=list(_spec.STATES), default="mounted"),
     enabled=dict(type="bool", default=True),
     owner=dict(type="str"),
     group=dict(type="str"),
@@ -103,14 +115,14 @@ ARGUMENT_SPEC: dict[str, Any] = dict(
     uuid=dict(type="str", choices=["on", "off", "auto", "null"]),
     userxattr=dict(type="bool"),
     volatile=dict(type="bool"),
-    flags=dict(type="list", elements="str", choices=list(_overlay.ALLOWED_FLAGS), default=["nosuid", "nodev"]),
+    flags=dict(type="list", elements="str", choices=list(_spec.ALLOWED_FLAGS), default=["nosuid", "nodev"]),
     description=dict(type="str"),
     before=dict(type="list", elements="str", default=[]),
     after=dict(type="list", elements="str", default=[]),
     requires=dict(type="list", elements="str", default=[]),
     wanted_by=dict(type="list", elements="str", default=[]),
     timeout=dict(type="str"),
-    apply=dict(type="str", choices=list(_overlay.APPLY_POLICIES), default="restart"),
+    apply=dict(type="str", choices=list(_spec.APPLY_POLICIES), default="restart"),
     purge=dict(type="bool", default=False),
     allow_nonempty_mountpoint=dict(type="bool", default=False),
 )
@@ -152,7 +164,7 @@ def read_text(path: str) -> str | None:
         return None
 
 
-def read_mounts() -> list[_overlay.MountInfo]:
+def read_mounts() -> list[_mountinfo.MountInfo]:
     return parse_mountinfo(read_text(MOUNTINFO) or "")
 
 
@@ -202,16 +214,16 @@ def fstab_has(path: str) -> bool:
     for line in text.splitlines():
         fields = line.split()
         if len(fields) >= 2 and not fields[0].startswith("#"):
-            if _overlay.decode_mountinfo_octal(fields[1]).rstrip("/") == path:
+            if _mountinfo.decode_mountinfo_octal(fields[1]).rstrip("/") == path:
                 return True
     return False
 
 
 def preflight(
     spec: OverlaySpec,
-    mounts: list[_overlay.MountInfo],
+    mounts: list[_mountinfo.MountInfo],
     current: dict[str, str | None],
-    live: _overlay.MountInfo | None,
+    live: _mountinfo.MountInfo | None,
     util_linux: tuple[int, int] | None,
 ) -> list[str]:
     """Host checks mirroring the kernel's rules; raises OverlayError, returns warnings."""
@@ -239,8 +251,8 @@ def preflight(
                 "workdir",
             )
         try:
-            dev_up = os.stat(_overlay.nearest_existing(spec.upperdir)).st_dev
-            dev_work = os.stat(_overlay.nearest_existing(spec.workdir)).st_dev
+            dev_up = os.stat(_host.nearest_existing(spec.upperdir)).st_dev
+            dev_work = os.stat(_host.nearest_existing(spec.workdir)).st_dev
         except OSError:
             dev_up = dev_work = None
         if dev_up is not None and dev_up != dev_work:
@@ -340,13 +352,13 @@ def purge_targets(spec: OverlaySpec, current: dict[str, str | None]) -> list[str
     if kind != "persistent" or not up or not work:
         return []
     targets = [x for x in (up, work) if os.path.lexists(x)]
-    base = "%s/%s" % (_overlay.PERSISTENT_BASE, overlay_id(spec.path))
+    base = "%s/%s" % (_names.PERSISTENT_BASE, overlay_id(spec.path))
     if up == base + "/upper" and work == base + "/work" and os.path.lexists(base):
         targets.append(base)
     return targets
 
 
-def check_purge(spec: OverlaySpec, targets: list[str], mounts: list[_overlay.MountInfo]) -> None:
+def check_purge(spec: OverlaySpec, targets: list[str], mounts: list[_mountinfo.MountInfo]) -> None:
     for t in targets:
         for low in spec.lowerdir:
             if is_within(low, t) or is_within(t, low):
@@ -357,7 +369,7 @@ def check_purge(spec: OverlaySpec, targets: list[str], mounts: list[_overlay.Mou
             raise OverlayError("purge refuses %s: it is a symlink" % t, "purge")
 
 
-def tmpfs_loss_check(spec: OverlaySpec, pl: _overlay.Plan) -> None:
+def tmpfs_loss_check(spec: OverlaySpec, pl: _plan.Plan) -> None:
     """Refuse to stop a tmpfs whose upper holds changes, unless purge=true asks for exactly that.
 
     Stopping the tmpfs unit (state=absent, or switching away from upper=tmpfs)
@@ -365,7 +377,7 @@ def tmpfs_loss_check(spec: OverlaySpec, pl: _overlay.Plan) -> None:
     """
     if spec.tmpfs_unit not in pl.stop or spec.purge:
         return
-    upper = _overlay.tmpfs_dir_for(spec.id) + "/upper"
+    upper = _names.tmpfs_dir_for(spec.id) + "/upper"
     names = dir_entries(upper) or []
     if names:
         raise OverlayError(
@@ -376,11 +388,11 @@ def tmpfs_loss_check(spec: OverlaySpec, pl: _overlay.Plan) -> None:
         )
 
 
-def busy_check(spec: OverlaySpec, stop_units: list[str], mounts: list[_overlay.MountInfo]) -> None:
+def busy_check(spec: OverlaySpec, stop_units: list[str], mounts: list[_mountinfo.MountInfo]) -> None:
     checks = []
     if spec.unit in stop_units:
         checks.append(spec.path)
-    tmpfs_dir = _overlay.tmpfs_dir_for(spec.id)
+    tmpfs_dir = _names.tmpfs_dir_for(spec.id)
     if spec.tmpfs_unit in stop_units:
         checks.append(tmpfs_dir)
     holders: list[dict[str, Any]] = []
@@ -469,7 +481,7 @@ def upper_root_fixes(spec: OverlaySpec) -> list[str]:
     return fixes
 
 
-def remove_created(created: list[str], mounts: list[_overlay.MountInfo]) -> list[str]:
+def remove_created(created: list[str], mounts: list[_mountinfo.MountInfo]) -> list[str]:
     errors = []
     for d in reversed(created):
         if mount_at(mounts, d) is not None:
@@ -482,7 +494,7 @@ def remove_created(created: list[str], mounts: list[_overlay.MountInfo]) -> list
     return errors
 
 
-def verify_mount(spec: OverlaySpec) -> _overlay.MountInfo:
+def verify_mount(spec: OverlaySpec) -> _mountinfo.MountInfo:
     live = mount_at(read_mounts(), spec.path)
     if live is None or live.fstype != "overlay":
         raise OverlayError("systemd reported success but no overlay is mounted at %s" % spec.path, "path")
@@ -554,9 +566,9 @@ class Prepared:
     """What ``prepare()`` read and planned for one overlay; nothing changed yet."""
 
     spec: OverlaySpec
-    plan: _overlay.Plan
+    plan: _plan.Plan
     current: dict[str, str | None]
-    mounts: list[_overlay.MountInfo]
+    mounts: list[_mountinfo.MountInfo]
     was_mounted: bool
     dirs: list[tuple[str, int, int, int, int]]
     fixes: list[str]
@@ -574,7 +586,7 @@ def _fail(prep_result: dict[str, Any], exc: OverlayError, was_mounted: bool) -> 
 
 
 def prepare(
-    sd: Systemd, params: dict[str, Any], diff: bool = False, mounts: list[_overlay.MountInfo] | None = None
+    sd: Systemd, params: dict[str, Any], diff: bool = False, mounts: list[_mountinfo.MountInfo] | None = None
 ) -> Prepared:
     """Validate, read the host, plan. Changes nothing; raises ConvergeError on refusal."""
     result: dict[str, Any] = dict(changed=False, reboot_required=False, actions=[], created_directories=[])
@@ -604,7 +616,7 @@ def prepare(
                 )
             live = None
         was_mounted = live is not None
-        tmpfs_dir = _overlay.tmpfs_dir_for(spec.id)
+        tmpfs_dir = _names.tmpfs_dir_for(spec.id)
         live_tmpfs = mount_at(mounts, tmpfs_dir)
         if live_tmpfs is not None and live_tmpfs.fstype != "tmpfs":
             live_tmpfs = None
@@ -889,7 +901,7 @@ class TargetPlan:
 
     @property
     def write(self) -> bool:
-        return _overlay.strip_header(self.current) != _overlay.strip_header(self.text)
+        return _units.strip_header(self.current) != _units.strip_header(self.text)
 
     def actions(self) -> list[str]:
         out = ["write %s" % self.name] if self.write else []
@@ -908,7 +920,7 @@ def _declare(overlays: list[dict[str, Any]], defaults: dict[str, Any]) -> tuple[
         label = str(merged.get("path") or "overlays[%d]" % i)
         params, errors = validate_params(merged)
         try:
-            key = _overlay.normalize_path(params.get("path"), "path")
+            key = _names.normalize_path(params.get("path"), "path")
         except OverlayError:
             key = label
         item = BulkItem(key, params)
@@ -932,7 +944,7 @@ def _plan_target(sd: Systemd, name: str, items: list[BulkItem], exclusive: bool)
         it.prep.spec.unit for it in items if not it.removal and it.prep is not None and it.prep.spec.state == "mounted"
     ]
     current = read_text(os.path.join(UNIT_DIR, name))
-    if current is not None and not _overlay.is_managed(current):
+    if current is not None and not _units.is_managed(current):
         raise OverlayError(
             "target %s/%s exists and was not written by overlayfs.systemd; remove it or choose another target name"
             % (UNIT_DIR, name),
@@ -944,7 +956,7 @@ def _plan_target(sd: Systemd, name: str, items: list[BulkItem], exclusive: bool)
     props = sd.show([name], ["UnitFileState", "ActiveState"]).get(name, {})
     return TargetPlan(
         name=name,
-        text=_overlay.render_target(name, requires),
+        text=_units.render_target(name, requires),
         current=current,
         requires=requires,
         enable=props.get("UnitFileState") != "enabled",

@@ -23,19 +23,27 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import (
-    ALLOWED_FLAGS,
-    VERIFIED_FLAGS,
-    MountInfo,
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
+    MountInfo,
     OverlayOptions,
-    is_managed,
-    managed_keys,
     mount_at,
     mount_containing,
     parse_overlay_options,
     split_unescaped,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
     unit_name,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
+    ALLOWED_FLAGS,
+    VERIFIED_FLAGS,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
+    is_managed,
+    managed_keys,
     unit_section,
 )
 

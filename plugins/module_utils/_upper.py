@@ -34,7 +34,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import is_within
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
+    is_within,
+)
 
 OVERLAY_XATTR_PREFIX = "trusted.overlay."
 XATTR_OPAQUE = "trusted.overlay.opaque"

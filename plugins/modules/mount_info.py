@@ -257,6 +257,9 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as host
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
+    OverlayError,
+)
 from ansible_collections.overlayfs.systemd.plugins.module_utils._info import (
     SHOW_PROPS,
     build_report,
@@ -264,7 +267,9 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._info import (
     select_paths,
     units_to_show,
 )
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import OverlayError, normalize_path
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
+    normalize_path,
+)
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import CommandError, Systemd
 
 ARGUMENT_SPEC: dict[str, Any] = dict(

@@ -313,23 +313,33 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _upper as up
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import (
-    API_PATHS,
-    MountInfo,
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
-    build_spec,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._host import (
     make_dirs_secure,
-    managed_keys,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
+    MountInfo,
     mount_at,
+    parse_overlay_options,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
     normalize_path,
     overlay_id,
-    params_from_unit,
-    parse_overlay_options,
     prepare_unit_name,
     tmpfs_dir_for,
     unit_name,
 )
+from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
+    API_PATHS,
+    build_spec,
+)
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import CommandError, Systemd
+from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
+    managed_keys,
+    params_from_unit,
+)
 
 ARGUMENT_SPEC: dict[str, Any] = dict(
     path=dict(type="str", required=True),

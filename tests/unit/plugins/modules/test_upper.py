@@ -20,7 +20,8 @@ from functools import partial
 import pytest
 from fakehost import expect_failed, expect_ok
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.modules import mount as mount_mod
 from ansible_collections.overlayfs.systemd.plugins.modules import upper as mod
 
@@ -99,7 +100,7 @@ def test_inspected_on_a_stopped_overlay(host, app):
 def test_unmanaged_and_missing_units_are_refused(host):
     r = failed({"path": host.path("srv/app")})
     assert "does not exist" in r["msg"] and r["param"] == "path"
-    unit = ov.unit_name(host.path("srv/app"))
+    unit = nm.unit_name(host.path("srv/app"))
     (host.unit_dir / unit).write_text("[Mount]\nWhat=overlay\nWhere=%s\nType=overlay\n" % host.path("srv/app"))
     r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": unit})
     assert "not written by overlayfs.systemd" in r["msg"]
@@ -213,8 +214,8 @@ def test_committed(host, app):
     assert r["actions"][0] == "copy %s to %s" % (host.path("srv/app"), dest)
     assert r["actions"].index("empty %s" % app["upperdir"]) < r["actions"].index("start %s" % app["unit"])
     assert r["diff"][0]["before"].startswith("+ cache/fresh") and "v2" in r["diff"][1]["before"]
-    live = ov.mount_at(ov.parse_mountinfo(host.mountinfo.read_text()), host.path("srv/app"))
-    assert ov.parse_overlay_options(live.super_options).lowerdir == lowers
+    live = minfo.mount_at(minfo.parse_mountinfo(host.mountinfo.read_text()), host.path("srv/app"))
+    assert minfo.parse_overlay_options(live.super_options).lowerdir == lowers
     # again: dest is the top lower and the upper is empty
     host.commands.clear()
     r2 = ok(args)

@@ -1,0 +1,26 @@
+# Copyright (c) overlayfs.systemd contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# PRIVATE module_utils of the overlayfs.systemd collection.
+# This file is not a public API: names and signatures may change in any release.
+# It runs on the managed host, so it uses the Python standard library only.
+"""The one failure type of the rules: a parameter or the host breaks a rule.
+
+Pure files raise :class:`OverlayError` (and its subclasses); the host phases
+turn it into the module failure (``_converge.ModuleFailure``).
+"""
+
+from __future__ import annotations
+
+
+class OverlayError(ValueError):
+    """A parameter or the host violates a rule; ``param`` names the culprit."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class UnsafePathError(OverlayError):
+    pass

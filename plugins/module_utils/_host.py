@@ -1,0 +1,196 @@
+# Copyright (c) overlayfs.systemd contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# PRIVATE module_utils of the overlayfs.systemd collection.
+# This file is not a public API: names and signatures may change in any release.
+# It runs on the managed host, so it uses the Python standard library only.
+"""Host reads and writes: /proc, directories, unit files (roots overridable for tests).
+
+The only module_utils file besides the phases that touches the file
+system; the rule files take data and return data.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Any
+
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import UnsafePathError
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import is_within
+
+
+def _link_reason(link: str, label: str, mount_point: str) -> str | None:
+    """Why the /proc symlink ``link`` holds ``mount_point`` (None if it does not)."""
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    if target.endswith(" (deleted)"):
+        target = target[: -len(" (deleted)")]
+    if target.startswith("/") and is_within(target, mount_point):
+        return label if label in ("cwd", "root") else "%s %s" % (label, target)
+    return None
+
+
+def find_holders(mount_point: str, proc_root: str = "/proc") -> list[dict[str, Any]]:
+    """Processes using files at or below ``mount_point`` (cwd, root, open fds, maps).
+
+    Vanished processes and unreadable entries are skipped; the calling
+    process is ignored. One entry per process, reasons joined by ', '.
+    """
+    me = os.getpid()
+    holders: list[dict[str, Any]] = []
+    try:
+        entries = os.listdir(proc_root)
+    except OSError:
+        return holders
+    for entry in sorted((e for e in entries if e.isdigit()), key=int):
+        pid = int(entry)
+        if pid == me:
+            continue
+        base = os.path.join(proc_root, entry)
+        reasons: list[str] = []
+
+        for label in ("cwd", "root"):
+            reason = _link_reason(os.path.join(base, label), label, mount_point)
+            if reason:
+                reasons.append(reason)
+        try:
+            fds = os.listdir(os.path.join(base, "fd"))
+        except OSError:
+            fds = []
+        for fd in sorted(fds, key=lambda x: int(x) if x.isdigit() else 0):
+            reason = _link_reason(os.path.join(base, "fd", fd), "fd %s" % fd, mount_point)
+            if reason:
+                reasons.append(reason)
+        try:
+            with open(os.path.join(base, "maps"), encoding="utf-8", errors="surrogateescape") as fh:
+                mapped: list[str] = []
+                for line in fh:
+                    parts = line.rstrip("\n").split(None, 5)
+                    if len(parts) == 6 and parts[5].startswith("/"):
+                        target = parts[5]
+                        if target.endswith(" (deleted)"):
+                            target = target[: -len(" (deleted)")]
+                        if is_within(target, mount_point) and target not in mapped:
+                            mapped.append(target)
+                reasons += ["maps %s" % m for m in mapped]
+        except OSError:
+            pass
+        if not reasons:
+            continue
+        try:
+            with open(os.path.join(base, "comm"), encoding="utf-8", errors="replace") as fh:
+                comm = fh.read().strip()
+        except OSError:
+            comm = "?"
+        holders.append({"pid": pid, "comm": comm, "reason": ", ".join(reasons)})
+    return holders
+
+
+def dir_entries(path: str) -> list[str] | None:
+    """Names in directory ``path`` (None if it does not exist or is not a directory)."""
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def workdir_is_fresh(path: str) -> bool:
+    """True if ``path`` is missing, empty, or holds only empty ``work``/``index`` dirs."""
+    names = dir_entries(path)
+    if names is None:
+        return True
+    for name in names:
+        if name not in ("work", "index"):
+            return False
+        sub = os.path.join(path, name)
+        if os.path.islink(sub) or not os.path.isdir(sub) or os.listdir(sub):
+            return False
+    return True
+
+
+def nearest_existing(path: str) -> str:
+    """``path`` or its closest existing ancestor."""
+    cur = path
+    while cur != "/" and not os.path.lexists(cur):
+        cur = os.path.dirname(cur)
+    return cur
+
+
+def make_dirs_secure(path: str, mode: int, uid: int, gid: int, created: list[str], parent_mode: int = 0o755) -> bool:
+    """Create ``path`` (and missing parents) without following symlinks.
+
+    Walks from ``/`` with ``O_NOFOLLOW|O_DIRECTORY``; refuses symlinked
+    components and existing ancestors writable by others than root (or the
+    running user) unless sticky. Missing parents get ``parent_mode`` and
+    root ownership; the leaf gets ``mode``/``uid``/``gid`` set on the open fd.
+    Appends every created directory to ``created``; returns True if the leaf
+    was created.
+    """
+    me = os.geteuid()
+    parts = [p for p in path.split("/") if p]
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open("/", flags)
+    cur = ""
+    leaf_created = False
+    try:
+        for i, name in enumerate(parts):
+            cur = cur + "/" + name
+            last = i == len(parts) - 1
+            parent_st = os.fstat(fd)
+            made = False
+            try:
+                nfd = os.open(name, flags, dir_fd=fd)
+            except FileNotFoundError:
+                if parent_st.st_uid not in (0, me) or (
+                    parent_st.st_mode & 0o022 and not parent_st.st_mode & stat.S_ISVTX
+                ):
+                    raise UnsafePathError(
+                        "refusing to create %s: its parent is writable by other users (mode %04o, uid %d)"
+                        % (cur, stat.S_IMODE(parent_st.st_mode), parent_st.st_uid)
+                    ) from None
+                try:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    made = True
+                except FileExistsError:
+                    pass
+                try:
+                    nfd = os.open(name, flags, dir_fd=fd)
+                except OSError as exc:
+                    raise UnsafePathError("cannot open %s after creating it: %s" % (cur, exc)) from exc
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafePathError(
+                        "refusing %s: component %s is a symlink or not a directory; layer paths must be real "
+                        "directories" % (path, cur)
+                    ) from exc
+                raise
+            os.close(fd)
+            fd = nfd
+            if made:
+                created.append(cur)
+                if last:
+                    leaf_created = True
+                    os.fchown(fd, uid, gid)
+                    os.fchmod(fd, mode)
+                else:
+                    os.fchown(fd, 0 if me == 0 else me, 0 if me == 0 else os.getegid())
+                    os.fchmod(fd, parent_mode)
+            elif not last:
+                st = os.fstat(fd)
+                if st.st_uid not in (0, me):
+                    raise UnsafePathError(
+                        "refusing %s: ancestor %s is owned by uid %d, not root" % (path, cur, st.st_uid)
+                    )
+                if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+                    raise UnsafePathError(
+                        "refusing %s: ancestor %s is writable by other users (mode %04o) without the sticky bit"
+                        % (path, cur, stat.S_IMODE(st.st_mode))
+                    )
+    finally:
+        os.close(fd)
+    return leaf_created

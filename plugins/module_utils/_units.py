@@ -1,0 +1,363 @@
+# Copyright (c) overlayfs.systemd contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# PRIVATE module_utils of the overlayfs.systemd collection.
+# This file is not a public API: names and signatures may change in any release.
+# It runs on the managed host, so it uses the Python standard library only.
+"""Unit files: rendering an overlay's units and reading managed units back.
+
+Idempotence compares rendered text with the file on disk, header ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import OverlayError
+from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
+    escape_layer,
+    split_unescaped,
+    unescape_layer,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
+    UNIT_NAME_MAX,
+    overlay_id,
+    persistent_dirs,
+    prepare_unit_name,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
+    ALLOWED_FLAGS,
+    FEATURES,
+    UNIT_RE,
+    OverlaySpec,
+)
+
+#: First line of every unit file this collection writes. Comparisons ignore it.
+HEADER = "# Managed by overlayfs.systemd - do not edit; changes are overwritten."
+
+HEADER_PREFIX = "# Managed by overlayfs.systemd"
+
+
+#: Prefix of the bookkeeping keys in [Unit]; systemd ignores X- keys.
+X_PREFIX = "X-OverlayfsSystemd-"
+
+
+INSTALL_BIN = "/usr/bin/install"
+
+
+TARGET_WANTED_BY = "multi-user.target"
+
+
+def escape_unit_value(s: str) -> str:
+    """Double ``%`` so systemd's specifier expansion leaves the value alone."""
+    return s.replace("%", "%%")
+
+
+def quote_unit_word(s: str) -> str:
+    """Quote one word for ExecStart=/RequiresMountsFor= (quotes, ``\\``, ``%``)."""
+    return '"%s"' % escape_unit_value(s.replace("\\", "\\\\").replace('"', '\\"'))
+
+
+def render_options(spec: OverlaySpec) -> list[str]:
+    """The overlay's mount options in a fixed order (unit-file % not yet doubled)."""
+    opts = ["lowerdir=" + ":".join(escape_layer(x) for x in spec.lowerdir)]
+    if spec.upperdir is not None and spec.workdir is not None:
+        opts.append("upperdir=" + escape_layer(spec.upperdir))
+        opts.append("workdir=" + escape_layer(spec.workdir))
+    fm = spec.feature_map
+    for name, kind in FEATURES:
+        if name not in fm:
+            continue
+        value = fm[name]
+        if kind == "choice":
+            opts.append("%s=%s" % (name, value))
+        elif kind == "onoff":
+            opts.append("%s=%s" % (name, "on" if value else "off"))
+        elif value:
+            opts.append(name)
+    opts.extend(spec.flags)
+    return opts
+
+
+def render_tmpfs_options(spec: OverlaySpec) -> list[str]:
+    opts = ["mode=%04o" % spec.tmpfs_mode, "uid=0", "gid=0", "nosuid", "nodev"]
+    if spec.tmpfs_size:
+        opts.append("size=" + spec.tmpfs_size)
+    if spec.tmpfs_nr_inodes:
+        opts.append("nr_inodes=" + spec.tmpfs_nr_inodes)
+    return opts
+
+
+def _x_keys(spec: OverlaySpec, role: str) -> list[str]:
+    lines = [
+        "%sId=%s" % (X_PREFIX, spec.id),
+        "%sRole=%s" % (X_PREFIX, role),
+        "%sPath=%s" % (X_PREFIX, escape_unit_value(spec.path)),
+        "%sUpper=%s" % (X_PREFIX, spec.upper),
+    ]
+    if spec.upperdir is not None and spec.workdir is not None:
+        lines.append("%sUpperdir=%s" % (X_PREFIX, escape_unit_value(spec.upperdir)))
+        lines.append("%sWorkdir=%s" % (X_PREFIX, escape_unit_value(spec.workdir)))
+    return lines
+
+
+def _section(name: str, lines: Iterable[str]) -> str:
+    return "[%s]\n%s\n" % (name, "\n".join(lines))
+
+
+def render_units(spec: OverlaySpec) -> dict[str, str]:
+    """Render every unit file of the overlay: name -> full text (with header)."""
+    units: dict[str, str] = {}
+    overlay = spec.unit
+    unit_lines = ["Description=%s" % escape_unit_value(spec.description)] + _x_keys(spec, "overlay")
+    mounts_for = list(spec.lowerdir)
+    if spec.upper == "tmpfs" and spec.tmpfs_dir is not None:
+        mounts_for.append(spec.tmpfs_dir)
+        unit_lines += ["Requires=%s" % spec.prepare_unit, "After=%s" % spec.prepare_unit]
+    elif spec.upperdir is not None and spec.workdir is not None:
+        mounts_for += [spec.upperdir, spec.workdir]
+    unit_lines.append("RequiresMountsFor=%s" % " ".join(quote_unit_word(x) for x in mounts_for))
+    for u in spec.requires:
+        unit_lines.append("Requires=%s" % u)
+    for u in spec.after:
+        unit_lines.append("After=%s" % u)
+    unit_lines.append("Before=local-fs.target")
+    for u in spec.before:
+        unit_lines.append("Before=%s" % u)
+    mount_lines = [
+        "What=overlay",
+        "Where=%s" % escape_unit_value(spec.path),
+        "Type=overlay",
+        "Options=%s" % escape_unit_value(",".join(render_options(spec))),
+    ]
+    if spec.timeout is not None:
+        mount_lines.append("TimeoutSec=%s" % spec.timeout)
+    wanted = ["local-fs.target"] + [u for u in spec.wanted_by if u != "local-fs.target"]
+    units[overlay] = "%s\n%s\n%s\n%s" % (
+        HEADER,
+        _section("Unit", unit_lines),
+        _section("Mount", mount_lines),
+        _section("Install", ["WantedBy=%s" % u for u in wanted]),
+    )
+
+    if spec.upper == "tmpfs" and spec.tmpfs_dir is not None and spec.upperdir is not None and spec.workdir is not None:
+        if spec.upper_uid is None or spec.upper_gid is None or spec.upper_mode is None:
+            raise OverlayError("the upper root's owner and mode must be resolved before rendering", "mode")
+        tmpfs_unit = spec.tmpfs_unit
+        units[tmpfs_unit] = "%s\n%s\n%s" % (
+            HEADER,
+            _section(
+                "Unit",
+                ["Description=tmpfs upper layer of overlay %s" % escape_unit_value(spec.path)]
+                + _x_keys(spec, "tmpfs")
+                + [
+                    "DefaultDependencies=no",
+                    "Conflicts=umount.target",
+                    "Before=umount.target",
+                    "After=swap.target local-fs-pre.target",
+                ],
+            ),
+            _section(
+                "Mount",
+                [
+                    "What=tmpfs",
+                    "Where=%s" % escape_unit_value(spec.tmpfs_dir),
+                    "Type=tmpfs",
+                    "Options=%s" % escape_unit_value(",".join(render_tmpfs_options(spec))),
+                ],
+            ),
+        )
+        prepare = spec.prepare_unit
+        units[prepare] = "%s\n%s\n%s" % (
+            HEADER,
+            _section(
+                "Unit",
+                ["Description=Create upper and work directories of overlay %s" % escape_unit_value(spec.path)]
+                + _x_keys(spec, "prepare")
+                + [
+                    "DefaultDependencies=no",
+                    "BindsTo=%s" % tmpfs_unit,
+                    "After=%s" % tmpfs_unit,
+                    "Before=%s" % overlay,
+                    "Conflicts=shutdown.target",
+                    "Before=shutdown.target",
+                ],
+            ),
+            _section(
+                "Service",
+                [
+                    "Type=oneshot",
+                    "RemainAfterExit=yes",
+                    "ExecStart=%s -d -m %04o -o %d -g %d %s"
+                    % (INSTALL_BIN, spec.upper_mode, spec.upper_uid, spec.upper_gid, quote_unit_word(spec.upperdir)),
+                    "ExecStart=%s -d -m 0700 -o 0 -g 0 %s" % (INSTALL_BIN, quote_unit_word(spec.workdir)),
+                ],
+            ),
+        )
+    return units
+
+
+def strip_header(text: str | None) -> str | None:
+    """Drop our header comment (any version of it) so comparisons ignore it."""
+    if text is None:
+        return None
+    first, nl, rest = text.partition("\n")
+    if first.startswith(HEADER_PREFIX):
+        return rest
+    return text
+
+
+def managed_keys(text: str | None) -> dict[str, str]:
+    """The ``X-OverlayfsSystemd-*`` keys of a unit file (``%%`` undone); {} if none."""
+    keys: dict[str, str] = {}
+    if not text:
+        return keys
+    section = None
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("["):
+            section = s
+            continue
+        if section == "[Unit]" and s.startswith(X_PREFIX) and "=" in s:
+            k, dummy, v = s.partition("=")
+            keys[k[len(X_PREFIX) :]] = v.replace("%%", "%")
+    return keys
+
+
+def is_managed(text: str | None) -> bool:
+    return bool(text) and (bool(managed_keys(text)) or (text or "").startswith(HEADER_PREFIX))
+
+
+def unit_section(text: str | None, name: str) -> str | None:
+    """The body of section ``[name]`` (None if the text or section is missing)."""
+    if text is None:
+        return None
+    out: list[str] = []
+    inside = False
+    found = False
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("[") and s.endswith("]"):
+            inside = s == "[%s]" % name
+            found = found or inside
+            continue
+        if inside:
+            out.append(line)
+    return "\n".join(out) if found else None
+
+
+def check_target_name(name: str, param: str = "target") -> str:
+    """A target unit name such as ``overlays.target``; refuse anything else."""
+    if not UNIT_RE.match(name) or not name.endswith(".target") or len(name.encode("utf-8")) > UNIT_NAME_MAX:
+        raise OverlayError(
+            "%s %r is not a target unit name; give a name such as overlays.target (letters, digits, "
+            "':', '_', '.', '-', '@', ending in .target)" % (param, name),
+            param,
+        )
+    return name
+
+
+def render_target(name: str, mount_units: Sequence[str]) -> str:
+    """Render the aggregate target that requires and orders after every overlay's mount unit.
+
+    Services declare ``After=<name>`` and ``Requires=<name>``; the target is
+    wanted by multi-user.target (never by local-fs.target, which the overlay
+    units already precede, so the target cannot take part in an ordering
+    cycle of the early boot).
+    """
+    lines = ["Description=Overlays declared by overlayfs.systemd", "%sRole=target" % X_PREFIX]
+    lines += ["Requires=%s" % u for u in mount_units]
+    lines += ["After=%s" % u for u in mount_units]
+    return "%s\n%s\n%s" % (HEADER, _section("Unit", lines), _section("Install", ["WantedBy=%s" % TARGET_WANTED_BY]))
+
+
+def _unit_values(text: str | None, section: str) -> list[tuple[str, str]]:
+    """(key, value) pairs of one section, ``%%`` undone, in file order."""
+    out: list[tuple[str, str]] = []
+    for line in (unit_section(text, section) or "").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith("#"):
+            out.append((key, value.replace("%%", "%")))
+    return out
+
+
+def params_from_unit(
+    text: str, tmpfs_text: str | None = None, prepare_text: str | None = None, enabled: bool = True
+) -> dict[str, Any]:
+    """The mount module parameters that render the managed overlay unit ``text`` again.
+
+    The inverse of :func:`render_units` for our own units: the layers and
+    upper kind come from the ``X-OverlayfsSystemd-*`` keys and ``Options=``,
+    the tmpfs size and inode limit from the tmpfs unit, the upper root's
+    owner and mode from the prepare service (tmpfs uppers). ``enabled`` is
+    not in the files; pass what systemd reports. Raises OverlayError for a
+    unit this collection did not write.
+    """
+    keys = managed_keys(text)
+    if not keys.get("Path") or keys.get("Role") != "overlay":
+        raise OverlayError("the unit was not written by overlayfs.systemd (no %sPath key)" % X_PREFIX, "path")
+    path = keys["Path"]
+    oid = overlay_id(path)
+    upper = keys.get("Upper", "persistent")
+    params: dict[str, Any] = {"path": path, "upper": upper, "state": "mounted", "enabled": enabled}
+    before, after, requires, wanted_by = [], [], [], []
+    for key, value in _unit_values(text, "Unit"):
+        if key == "Description":
+            params["description"] = value
+        elif key == "Requires" and value != prepare_unit_name(oid):
+            requires.append(value)
+        elif key == "After" and value != prepare_unit_name(oid):
+            after.append(value)
+        elif key == "Before" and value != "local-fs.target":
+            before.append(value)
+    flags: list[str] = []
+    kinds = dict(FEATURES)
+    for key, value in _unit_values(text, "Mount"):
+        if key == "TimeoutSec":
+            params["timeout"] = value
+        if key != "Options":
+            continue
+        for opt in split_unescaped(value, ","):
+            name, eq, val = opt.partition("=")
+            if name == "lowerdir":
+                params["lowerdir"] = [unescape_layer(x) for x in split_unescaped(val, ":") if x]
+            elif name in kinds and kinds[name] == "choice":
+                params[name] = val
+            elif name in kinds and kinds[name] == "onoff":
+                params[name] = val == "on"
+            elif name in kinds:
+                params[name] = True
+            elif name in ALLOWED_FLAGS and not eq:
+                flags.append(name)
+    params["flags"] = flags
+    for key, value in _unit_values(text, "Install"):
+        if key == "WantedBy" and value != "local-fs.target":
+            wanted_by.append(value)
+    params.update(before=before, after=after, requires=requires, wanted_by=wanted_by)
+    if upper == "persistent":
+        if (keys.get("Upperdir"), keys.get("Workdir")) != persistent_dirs(oid):
+            params.update(upperdir=keys.get("Upperdir"), workdir=keys.get("Workdir"))
+    if upper == "tmpfs":
+        params["tmpfs_size"] = None
+        for key, value in _unit_values(tmpfs_text, "Mount"):
+            if key != "Options":
+                continue
+            for opt in value.split(","):
+                name, dummy, val = opt.partition("=")
+                if name == "size":
+                    params["tmpfs_size"] = val
+                elif name == "nr_inodes":
+                    params["tmpfs_nr_inodes"] = val
+                elif name == "mode":
+                    params["tmpfs_mode"] = val
+        for key, value in _unit_values(prepare_text, "Service"):
+            words = value.split()
+            if key == "ExecStart" and "-o" in words and words[-1].strip('"') == keys.get("Upperdir"):
+                params.update(
+                    mode=words[words.index("-m") + 1],
+                    owner=words[words.index("-o") + 1],
+                    group=words[words.index("-g") + 1],
+                )
+    return params
