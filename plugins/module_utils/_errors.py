@@ -13,6 +13,8 @@ turn it into the module failure (``_converge.ModuleFailure``).
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class OverlayError(ValueError):
     """A parameter or the host violates a rule; ``param`` names the culprit."""
@@ -24,3 +26,9 @@ class OverlayError(ValueError):
 
 class UnsafePathError(OverlayError):
     pass
+
+
+class BusyError(OverlayError):
+    def __init__(self, message: str, holders: list[dict[str, Any]]) -> None:
+        super().__init__(message, "apply")
+        self.holders = holders

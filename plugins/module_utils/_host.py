@@ -14,12 +14,49 @@ system; the rule files take data and return data.
 from __future__ import annotations
 
 import errno
+import grp
 import os
+import pwd
+import shutil
 import stat
+import tempfile
 from typing import Any
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import UnsafePathError
-from ansible_collections.overlayfs.systemd.plugins.module_utils._names import is_within
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
+    OverlayError,
+    UnsafePathError,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
+    mount_at,
+    parse_mountinfo,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
+    is_within,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
+    OverlaySpec,
+    resolve_ownership,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
+    managed_keys,
+)
+
+# File-system roots; overridden only by unit tests.
+UNIT_DIR = "/etc/systemd/system"
+
+MOUNTINFO = "/proc/self/mountinfo"
+
+PROC_ROOT = "/proc"
+
+FSTAB = "/etc/fstab"
+
+
+UNIT_FILE_MODE = 0o644
+
+PRIVATE_DIR_MODE = 0o700
 
 
 def _link_reason(link: str, label: str, mount_point: str) -> str | None:
@@ -194,3 +231,161 @@ def make_dirs_secure(path: str, mode: int, uid: int, gid: int, created: list[str
     finally:
         os.close(fd)
     return leaf_created
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def read_mounts() -> list[_mountinfo.MountInfo]:
+    return parse_mountinfo(read_text(MOUNTINFO) or "")
+
+
+def resolve_ids(spec: OverlaySpec) -> OverlaySpec:
+    """Fill in the upper root's uid/gid/mode from the parameters or the top lower."""
+    lower_st: os.stat_result | None = None
+    if spec.owner is None or spec.group is None or spec.mode is None:
+        top = spec.lowerdir[0]
+        try:
+            lower_st = os.stat(top)
+        except OSError as exc:
+            raise OverlayError(
+                "lowerdir %s does not exist or cannot be read (%s); the upper root copies its owner and mode "
+                "by default. Create it, or give owner, group and mode" % (top, exc.strerror),
+                "lowerdir",
+            ) from exc
+    if spec.owner is not None:
+        uid = _lookup_id(spec.owner, "owner")
+    elif lower_st is not None:
+        uid = lower_st.st_uid
+    if spec.group is not None:
+        gid = _lookup_id(spec.group, "group")
+    elif lower_st is not None:
+        gid = lower_st.st_gid
+    if spec.mode is not None:
+        mode = spec.mode
+    elif lower_st is not None:
+        mode = stat.S_IMODE(lower_st.st_mode)
+    return resolve_ownership(spec, uid, gid, mode)
+
+
+def _lookup_id(name: str, param: str) -> int:
+    if name.isdigit():
+        return int(name)
+    try:
+        if param == "owner":
+            return pwd.getpwnam(name).pw_uid
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise OverlayError(
+            "%s %r does not exist on the host; create it or give a numeric id" % (param, name), param
+        ) from None
+
+
+def fstab_has(path: str) -> bool:
+    text = read_text(FSTAB) or ""
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and not fields[0].startswith("#"):
+            if _mountinfo.decode_mountinfo_octal(fields[1]).rstrip("/") == path:
+                return True
+    return False
+
+
+def write_unit(module: AnsibleModule, name: str, text: str) -> None:
+    """Write a unit file atomically: temp file in the same directory, fsync, move, 0644."""
+    dest = os.path.join(UNIT_DIR, name)
+    fd, tmp = tempfile.mkstemp(dir=UNIT_DIR, prefix=".%s." % name[:100], suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, UNIT_FILE_MODE)
+        module.atomic_move(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    os.chmod(dest, UNIT_FILE_MODE)
+    dfd = os.open(UNIT_DIR, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def remove_unit(name: str) -> None:
+    try:
+        os.unlink(os.path.join(UNIT_DIR, name))
+    except FileNotFoundError:
+        pass
+
+
+def missing_dirs(path: str) -> list[str]:
+    out = []
+    cur = path
+    while cur != "/" and not os.path.lexists(cur):
+        out.append(cur)
+        cur = os.path.dirname(cur)
+    return list(reversed(out))
+
+
+def upper_root_fixes(spec: OverlaySpec) -> list[str]:
+    """Explicit owner/group/mode that differ on an existing persistent upper root."""
+    if spec.upper != "persistent" or spec.upperdir is None or not os.path.isdir(spec.upperdir):
+        return []
+    st = os.lstat(spec.upperdir)
+    fixes = []
+    if spec.owner is not None and st.st_uid != spec.upper_uid:
+        fixes.append("owner")
+    if spec.group is not None and st.st_gid != spec.upper_gid:
+        fixes.append("group")
+    if spec.mode is not None and stat.S_IMODE(st.st_mode) != spec.upper_mode:
+        fixes.append("mode")
+    return fixes
+
+
+def remove_created(created: list[str], mounts: list[_mountinfo.MountInfo]) -> list[str]:
+    errors = []
+    for d in reversed(created):
+        if mount_at(mounts, d) is not None:
+            continue
+        try:
+            if os.path.isdir(d) and not os.path.islink(d):
+                shutil.rmtree(d)
+        except OSError as exc:
+            errors.append("%s: %s" % (d, exc))
+    return errors
+
+
+def managed_units() -> dict[str, dict[str, str]]:
+    """Unit name -> ``X-OverlayfsSystemd-*`` keys of every unit file this collection wrote in UNIT_DIR."""
+    try:
+        names = sorted(os.listdir(UNIT_DIR))
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for name in names:
+        if name.endswith((".mount", ".target")):
+            keys = managed_keys(read_text(os.path.join(UNIT_DIR, name)))
+            if keys:
+                out[name] = keys
+    return out
+
+
+def managed_overlays() -> dict[str, str]:
+    """Mount point -> overlay unit of every overlay this collection manages on the host."""
+    return {
+        keys["Path"]: name
+        for name, keys in managed_units().items()
+        if keys.get("Role") == "overlay" and keys.get("Path")
+    }
+
+
+def unit_diff(name: str, before: str | None, after: str | None) -> dict[str, str]:
+    path = os.path.join(UNIT_DIR, name)
+    return {"before": before or "", "after": after or "", "before_header": path, "after_header": path}

@@ -105,6 +105,47 @@ _TIMESPAN_RE = re.compile(
 _OWNER_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?$")
 
 
+ARGUMENT_SPEC: dict[str, Any] = dict(
+    path=dict(type="str", required=True),
+    lowerdir=dict(type="list", elements="str"),
+    upper=dict(type="str", choices=list(UPPER_KINDS), default="persistent"),
+    upperdir=dict(type="str"),
+    workdir=dict(type="str"),
+    tmpfs_size=dict(type="str", default="25%"),
+    tmpfs_nr_inodes=dict(type="str"),
+    tmpfs_mode=dict(type="raw", default="0755"),
+    state=dict(type="str", choices=list(STATES), default="mounted"),
+    enabled=dict(type="bool", default=True),
+    owner=dict(type="str"),
+    group=dict(type="str"),
+    mode=dict(type="raw"),
+    # The overlay features, from FEATURES: a "choice" takes its FEATURE_CHOICES, the others are booleans.
+    **{
+        name: dict(type="str", choices=list(FEATURE_CHOICES[name])) if kind == "choice" else dict(type="bool")
+        for name, kind in FEATURES
+    },
+    flags=dict(type="list", elements="str", choices=list(ALLOWED_FLAGS), default=["nosuid", "nodev"]),
+    description=dict(type="str"),
+    before=dict(type="list", elements="str", default=[]),
+    after=dict(type="list", elements="str", default=[]),
+    requires=dict(type="list", elements="str", default=[]),
+    wanted_by=dict(type="list", elements="str", default=[]),
+    timeout=dict(type="str"),
+    apply=dict(type="str", choices=list(APPLY_POLICIES), default="restart"),
+    purge=dict(type="bool", default=False),
+    allow_nonempty_mountpoint=dict(type="bool", default=False),
+)
+
+# The mount module's cross-parameter rules, shared by every module taking its parameters.
+REQUIRED_TOGETHER: list[tuple[str, ...]] = [("upperdir", "workdir")]
+
+REQUIRED_IF: list[tuple[str, str, tuple[str, ...]]] = [
+    ("state", "mounted", ("lowerdir",)),
+    ("state", "present", ("lowerdir",)),
+    ("state", "unmounted", ("lowerdir",)),
+]
+
+
 @dataclass(frozen=True)
 class OverlaySpec:
     """The validated module parameters plus the derived layout."""

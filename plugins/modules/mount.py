@@ -433,12 +433,11 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import (
+from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import ConvergeError, converge
+from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     ARGUMENT_SPEC,
     REQUIRED_IF,
     REQUIRED_TOGETHER,
-    ConvergeError,
-    converge,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
 

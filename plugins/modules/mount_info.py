@@ -256,7 +256,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as host
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host as hostio
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
 )
@@ -289,7 +289,7 @@ def unit_files(unit_dir: str) -> dict[str, str]:
         full = os.path.join(unit_dir, name)
         if not name.endswith((".mount", ".service")) or os.path.islink(full) or not os.path.isfile(full):
             continue
-        text = host.read_text(full)
+        text = hostio.read_text(full)
         if text is not None:
             files[name] = text
     return files
@@ -303,8 +303,8 @@ def main() -> None:
     except OverlayError as exc:
         module.fail_json(msg=str(exc), param=exc.param, **result)
     # The host is read where the mount module reads it (_converge.UNIT_DIR and MOUNTINFO).
-    mounts = host.read_mounts()
-    declared = declared_overlays(unit_files(host.UNIT_DIR))
+    mounts = hostio.read_mounts()
+    declared = declared_overlays(unit_files(hostio.UNIT_DIR))
     selected = select_paths(mounts, declared, wanted, module.params["managed_only"])
     props: dict[str, dict[str, str]] = {}
     names = units_to_show(selected, declared)
@@ -313,7 +313,7 @@ def main() -> None:
             props = Systemd(module).show(names, SHOW_PROPS)
         except CommandError as exc:
             module.warn("unit states unknown, reported as null: %s" % exc)
-    report = build_report(selected, mounts, declared, props, host.UNIT_DIR, os.statvfs)
+    report = build_report(selected, mounts, declared, props, hostio.UNIT_DIR, os.statvfs)
     result["overlays"] = [entry.as_dict() for entry in report]
     module.exit_json(**result)
 

@@ -202,7 +202,8 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import ConvergeError, converge_many
+from ansible_collections.overlayfs.systemd.plugins.module_utils._bulk import converge_many
+from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import ConvergeError
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
 
 

@@ -312,6 +312,9 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _errors as er
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host as hostio
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _preflight as pre
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _upper as up
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
@@ -386,17 +389,17 @@ def load_overlay(sd: Systemd, raw_path: str, result: dict[str, Any]) -> Overlay:
     except OverlayError as exc:
         raise conv.ConvergeError(str(exc), dict(result, param=exc.param)) from None
     result["unit"] = unit
-    text = conv.read_text(os.path.join(conv.UNIT_DIR, unit))
+    text = hostio.read_text(os.path.join(hostio.UNIT_DIR, unit))
     keys = managed_keys(text)
     if text is None or not keys:
         raise conv.ConvergeError(
             "%s/%s %s; overlayfs.systemd.upper only works on overlays managed by overlayfs.systemd.mount"
-            % (conv.UNIT_DIR, unit, "does not exist" if text is None else "was not written by overlayfs.systemd"),
+            % (hostio.UNIT_DIR, unit, "does not exist" if text is None else "was not written by overlayfs.systemd"),
             dict(result, param="path"),
         )
     oid = keys.get("Id", "")
-    tmpfs_text = conv.read_text(os.path.join(conv.UNIT_DIR, unit_name(tmpfs_dir_for(oid))))
-    prepare_text = conv.read_text(os.path.join(conv.UNIT_DIR, prepare_unit_name(oid)))
+    tmpfs_text = hostio.read_text(os.path.join(hostio.UNIT_DIR, unit_name(tmpfs_dir_for(oid))))
+    prepare_text = hostio.read_text(os.path.join(hostio.UNIT_DIR, prepare_unit_name(oid)))
     enabled = sd.show([unit], ["UnitFileState"]).get(unit, {}).get("UnitFileState") == "enabled"
     try:
         params = params_from_unit(text, tmpfs_text, prepare_text, enabled)
@@ -408,7 +411,7 @@ def load_overlay(sd: Systemd, raw_path: str, result: dict[str, Any]) -> Overlay:
         raise conv.ConvergeError(
             "the overlay at %s has no upper layer (upper: none)" % path, dict(result, param="path")
         )
-    live = mount_at(conv.read_mounts(), path)
+    live = mount_at(hostio.read_mounts(), path)
     if live is not None and live.fstype != "overlay":
         live = None
     lowers = list(params["lowerdir"])
@@ -452,8 +455,8 @@ def require_confirm(module: AnsibleModule, ov: Overlay, what: str, result: dict[
 def check_not_busy(ov: Overlay, result: dict[str, Any]) -> None:
     """Refuse (nothing changed) when processes or mounts use the overlay."""
     try:
-        conv.busy_check(build_spec(ov.params), [ov.unit], conv.read_mounts())
-    except conv.BusyError as exc:
+        pre.busy_check(build_spec(ov.params), [ov.unit], hostio.read_mounts())
+    except er.BusyError as exc:
         msg = str(exc).replace(", or use apply: next_boot", "")  # the mount module's way out, not ours
         raise conv.ConvergeError(msg, dict(result, holders=exc.holders, param="path")) from None
 
@@ -466,7 +469,7 @@ def stop_overlay(sd: Systemd, ov: Overlay, actions: list[str]) -> None:
 
 def ensure_unmounted(ov: Overlay) -> None:
     """Refuse to empty an upper that any overlay still mounts (never delete in a live upper)."""
-    for m in conv.read_mounts():
+    for m in hostio.read_mounts():
         if m.fstype == "overlay" and (
             m.mount_point == ov.path or parse_overlay_options(m.super_options).upperdir == ov.upperdir
         ):
@@ -513,7 +516,7 @@ def discard(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, A
     except (OSError, OverlayError, CommandError, conv.ConvergeError) as exc:
         msg = getattr(exc, "msg", None) or str(exc)
         problems = restore(asides)
-        if was_mounted and mount_at(conv.read_mounts(), ov.path) is None:
+        if was_mounted and mount_at(hostio.read_mounts(), ov.path) is None:
             try:
                 sd.start(ov.unit)
             except CommandError as err:
@@ -521,7 +524,7 @@ def discard(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, A
         raise conv.ConvergeError(
             "discarding the upper of %s failed; the old upper and work directories were put back. %s%s"
             % (ov.path, msg, (" Problems: %s" % "; ".join(problems)) if problems else ""),
-            dict(result, mounted=mount_at(conv.read_mounts(), ov.path) is not None),
+            dict(result, mounted=mount_at(hostio.read_mounts(), ov.path) is not None),
         ) from None
     for pair in asides:
         up.remove_tree(pair[1])

@@ -18,7 +18,7 @@ import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host as hostio
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
@@ -200,10 +200,10 @@ class FakeHost:
 
 def make_host(tmp_path, monkeypatch) -> FakeHost:
     h = FakeHost(tmp_path)
-    monkeypatch.setattr(conv, "UNIT_DIR", str(h.unit_dir))
-    monkeypatch.setattr(conv, "MOUNTINFO", str(h.mountinfo))
-    monkeypatch.setattr(conv, "PROC_ROOT", str(h.proc))
-    monkeypatch.setattr(conv, "FSTAB", str(tmp_path / "fstab"))
+    monkeypatch.setattr(hostio, "UNIT_DIR", str(h.unit_dir))
+    monkeypatch.setattr(hostio, "MOUNTINFO", str(h.mountinfo))
+    monkeypatch.setattr(hostio, "PROC_ROOT", str(h.proc))
+    monkeypatch.setattr(hostio, "FSTAB", str(tmp_path / "fstab"))
     monkeypatch.setattr(nm, "PERSISTENT_BASE", str(tmp_path / "var" / "lib" / "overlayfs"))
     monkeypatch.setattr(nm, "TMPFS_BASE", str(tmp_path / "run" / "overlayfs"))
 
