@@ -23,7 +23,6 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _names, _units
 from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import (
     ActivationError,
-    ConvergeError,
     Prepared,
     activate,
     activation_failure,
@@ -33,6 +32,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import
     prepare,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
+    ModuleFailure,
     OverlayError,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._host import (
@@ -70,7 +70,7 @@ class BulkItem:
     params: dict[str, Any]
     removal: bool = False
     prep: Prepared | None = None
-    error: ConvergeError | None = None
+    error: ModuleFailure | None = None
     busy: bool = False
 
     def report(self) -> dict[str, Any]:
@@ -124,9 +124,9 @@ def _declare(overlays: list[dict[str, Any]], defaults: dict[str, Any]) -> tuple[
             key = label
         item = BulkItem(key, params)
         if errors:
-            item.error = ConvergeError("; ".join(errors), dict(changed=False))
+            item.error = ModuleFailure("; ".join(errors), dict(changed=False))
         elif key in seen:
-            item.error = ConvergeError(
+            item.error = ModuleFailure(
                 "declared twice (overlays[%d] and overlays[%d]); declare each mount point once" % (seen[key], i),
                 dict(changed=False, param="path"),
             )
@@ -180,7 +180,7 @@ def converge_many(
     whole call before anything changes, naming every refused overlay. Check
     mode stops there. Busy overlays are left untouched and reported; the
     others are converged with one daemon-reload at most; an overlay whose
-    activation fails is rolled back alone. Raises ConvergeError (with the
+    activation fails is rolled back alone. Raises ModuleFailure (with the
     full result) when any overlay was refused, busy or failed.
     """
     items, problems = _declare(overlays, defaults or {})
@@ -192,7 +192,7 @@ def converge_many(
                 params, errors = validate_params({"path": path, "state": "absent", "purge": purge})
                 item = BulkItem(path, params, removal=True)
                 if errors:  # pragma: no cover - a recorded path that no longer validates
-                    item.error = ConvergeError("; ".join(errors), dict(changed=False, unit=unit))
+                    item.error = ModuleFailure("; ".join(errors), dict(changed=False, unit=unit))
                     problems.append("%s (undeclared, %s): %s" % (path, unit, item.error.msg))
                 items.append(item)
     for it in items:
@@ -200,7 +200,7 @@ def converge_many(
             continue
         try:
             it.prep = prepare(sd, it.params, diff=module._diff, mounts=mounts)
-        except ConvergeError as exc:
+        except ModuleFailure as exc:
             it.error = exc
             problems.append("%s: %s" % (it.path, exc.msg))
             continue
@@ -216,7 +216,7 @@ def converge_many(
     result = _bulk_result(module, items, tplan)
     if problems:
         result["changed"] = False
-        raise ConvergeError(
+        raise ModuleFailure(
             "%d overlay problem(s), nothing was changed: %s" % (len(problems), " | ".join(problems)), result
         )
     if module.check_mode:
@@ -228,7 +228,7 @@ def converge_many(
             continue
         try:
             check_busy(it.prep)
-        except ConvergeError as exc:
+        except ModuleFailure as exc:
             it.error, it.busy = exc, True
             continue
         work.append((it, it.prep))
@@ -249,7 +249,7 @@ def converge_many(
             # Before the daemon-reload: nothing is active yet; report what is written so far.
             for it, prep in work:
                 it.error = activation_failure(module, sd, prep, ActivationError("write %s" % tplan.name, exc))
-            raise ConvergeError(
+            raise ModuleFailure(
                 "writing %s failed: %s" % (tplan.name, exc),
                 dict(_bulk_result(module, items, tplan), **_command_keys(exc)),
             ) from None
@@ -268,7 +268,7 @@ def converge_many(
         except ActivationError as exc:
             it.error = activation_failure(module, sd, prep, exc)
         except CommandError as exc:  # enable/reenable after a successful start: nothing to roll back
-            it.error = ConvergeError(str(exc), dict(prep.result, **_command_keys(exc)))
+            it.error = ModuleFailure(str(exc), dict(prep.result, **_command_keys(exc)))
     failed = [it for it in items if it.error is not None]
     target_error = None
     if tplan is not None and not failed:
@@ -283,7 +283,7 @@ def converge_many(
             target_error = exc
     result = _bulk_result(module, items, tplan)
     if target_error is not None:
-        raise ConvergeError(
+        raise ModuleFailure(
             "every overlay converged, but %s failed: %s" % (tplan.name if tplan else "the target", target_error),
             dict(result, **_command_keys(target_error)),
         )
@@ -296,7 +296,7 @@ def converge_many(
             "" if tplan is None else " (%s not started)" % tplan.name,
             " | ".join(it.report()["msg"] for it in failed),
         )
-        raise ConvergeError(msg, result)
+        raise ModuleFailure(msg, result)
     return result
 
 

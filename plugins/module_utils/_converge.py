@@ -15,7 +15,7 @@ implementation:
 ``apply_files()`` writes directories and unit files, one ``daemon-reload``,
 ``activate()`` starts/stops/enables; ``rollback()`` undoes a failed run.
 Only module ``main()`` functions call ``exit_json``/``fail_json``: failures
-here are raised as ``ConvergeError`` carrying the partial result.
+here are raised as ``ModuleFailure`` carrying the partial result.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _mountinfo, _names, _plan
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     BusyError,
+    ModuleFailure,
     OverlayError,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._host import (
@@ -150,15 +151,6 @@ def rollback(
 # ---------------------------------------------------------------------------
 
 
-class ConvergeError(Exception):
-    """A refused or failed converge; ``result`` is what the module returns with the failure."""
-
-    def __init__(self, msg: str, result: dict[str, Any]) -> None:
-        super().__init__(msg)
-        self.msg = msg
-        self.result = result
-
-
 @dataclass
 class Prepared:
     """What ``prepare()`` read and planned for one overlay; nothing changed yet."""
@@ -176,17 +168,17 @@ class Prepared:
     touched: list[str] = field(default_factory=list)
 
 
-def _fail(prep_result: dict[str, Any], exc: OverlayError, was_mounted: bool) -> ConvergeError:
+def _fail(prep_result: dict[str, Any], exc: OverlayError, was_mounted: bool) -> ModuleFailure:
     result = dict(prep_result, changed=False, mounted=was_mounted, param=exc.param)
     if isinstance(exc, BusyError):
         result["holders"] = exc.holders
-    return ConvergeError(str(exc), result)
+    return ModuleFailure(str(exc), result)
 
 
 def prepare(
     sd: Systemd, params: dict[str, Any], diff: bool = False, mounts: list[_mountinfo.MountInfo] | None = None
 ) -> Prepared:
-    """Validate, read the host, plan. Changes nothing; raises ConvergeError on refusal."""
+    """Validate, read the host, plan. Changes nothing; raises ModuleFailure on refusal."""
     result: dict[str, Any] = dict(changed=False, reboot_required=False, actions=[], created_directories=[])
     try:
         spec = build_spec(params)
@@ -243,7 +235,7 @@ def prepare(
     except OverlayError as exc:
         raise _fail(result, exc, was_mounted) from None
     except CommandError as exc:
-        raise ConvergeError(
+        raise ModuleFailure(
             str(exc),
             dict(result, mounted=was_mounted, cmd=exc.cmd, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr),
         ) from None
@@ -285,7 +277,7 @@ def prepare(
 
 
 def check_busy(prep: Prepared) -> None:
-    """Refuse (ConvergeError, nothing touched) when the run must stop a busy overlay."""
+    """Refuse (ModuleFailure, nothing touched) when the run must stop a busy overlay."""
     if prep.plan.stop:
         try:
             busy_check(prep.spec, prep.plan.stop, prep.mounts)
@@ -363,7 +355,7 @@ def finish(prep: Prepared) -> dict[str, Any]:
     return prep.result
 
 
-def failed_activation(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: ActivationError) -> ConvergeError:
+def failed_activation(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: ActivationError) -> ModuleFailure:
     """Roll back what this run did and describe the failure."""
     spec = prep.spec
     journal = "\n".join(
@@ -380,10 +372,10 @@ def failed_activation(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: A
         msg += " Rollback problems: %s" % "; ".join(problems)
     if isinstance(cause, CommandError):
         result.update(cmd=cause.cmd, rc=cause.rc, stdout=cause.stdout, stderr=cause.stderr)
-    return ConvergeError(msg, result)
+    return ModuleFailure(msg, result)
 
 
-def activation_failure(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: ActivationError) -> ConvergeError:
+def activation_failure(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: ActivationError) -> ModuleFailure:
     """The failure of a run that changed something: rolled back, or (removing) reported as it is."""
     if prep.spec.state == "absent":
         # Removing: nothing to roll back to; report what failed.
@@ -391,14 +383,14 @@ def activation_failure(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: 
         result = dict(prep.result, mounted=prep.was_mounted)
         if isinstance(cause, CommandError):
             result.update(cmd=cause.cmd, rc=cause.rc, stdout=cause.stdout, stderr=cause.stderr)
-        return ConvergeError(str(cause), result)
+        return ModuleFailure(str(cause), result)
     return failed_activation(module, sd, prep, exc)
 
 
 def converge(module: AnsibleModule, sd: Systemd, params: dict[str, Any]) -> dict[str, Any]:
     """Converge one overlay to ``params`` (the mount module's parameters); returns the module result.
 
-    Check mode stops after planning. Raises ConvergeError (with the result to
+    Check mode stops after planning. Raises ModuleFailure (with the result to
     return) when refused, busy, or when activation failed and was rolled back.
     """
     prep = prepare(sd, params, diff=module._diff)
@@ -418,7 +410,7 @@ def converge(module: AnsibleModule, sd: Systemd, params: dict[str, Any]) -> dict
     except ActivationError as exc:
         raise activation_failure(module, sd, prep, exc) from None
     except CommandError as exc:
-        raise ConvergeError(
+        raise ModuleFailure(
             str(exc),
             dict(prep.result, mounted=prep.was_mounted, cmd=exc.cmd, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr),
         ) from None

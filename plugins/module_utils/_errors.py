@@ -32,3 +32,12 @@ class BusyError(OverlayError):
     def __init__(self, message: str, holders: list[dict[str, Any]]) -> None:
         super().__init__(message, "apply")
         self.holders = holders
+
+
+class ModuleFailure(Exception):
+    """A refused or failed module run; ``result`` is what the module returns with the failure (``msg`` apart)."""
+
+    def __init__(self, msg: str, result: dict[str, Any]) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.result = result

@@ -20,7 +20,8 @@ import pwd
 import shutil
 import stat
 import tempfile
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -44,6 +45,8 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
     managed_keys,
 )
 
+T = TypeVar("T")
+
 # File-system roots; overridden only by unit tests.
 UNIT_DIR = "/etc/systemd/system"
 
@@ -52,6 +55,8 @@ MOUNTINFO = "/proc/self/mountinfo"
 PROC_ROOT = "/proc"
 
 FSTAB = "/etc/fstab"
+#: The overlay module's defaults (what a mount shows no option for).
+OVERLAY_PARAMS = "/sys/module/overlay/parameters"
 
 
 UNIT_FILE_MODE = 0o644
@@ -296,26 +301,50 @@ def fstab_has(path: str) -> bool:
     return False
 
 
-def write_unit(module: AnsibleModule, name: str, text: str) -> None:
-    """Write a unit file atomically: temp file in the same directory, fsync, move, 0644."""
-    dest = os.path.join(UNIT_DIR, name)
-    fd, tmp = tempfile.mkstemp(dir=UNIT_DIR, prefix=".%s." % name[:100], suffix=".tmp")
+def write_file(*, module: AnsibleModule, path: str, mode: int, write: Callable[[int], T]) -> T:
+    """Write ``path`` atomically and return what ``write`` returned.
+
+    ``write(fd)`` fills a temp file in the target directory; the file is
+    fsynced, gets ``mode``, replaces ``path`` with ``module.atomic_move`` and
+    the directory is fsynced. On any error the temp file is removed and
+    ``path`` is left as it was.
+    """
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path)[:100], suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, UNIT_FILE_MODE)
-        module.atomic_move(tmp, dest)
+        value = write(fd)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.chmod(tmp, mode)
+        module.atomic_move(tmp, path)
     finally:
+        if fd >= 0:
+            os.close(fd)
         if os.path.exists(tmp):
             os.unlink(tmp)
-    os.chmod(dest, UNIT_FILE_MODE)
-    dfd = os.open(UNIT_DIR, os.O_RDONLY | os.O_DIRECTORY)
+    os.chmod(path, mode)
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+    return value
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (os.write may write less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_unit(module: AnsibleModule, name: str, text: str) -> None:
+    """Write a unit file atomically (0644) into UNIT_DIR."""
+    data = text.encode("utf-8", "surrogateescape")
+    write_file(
+        module=module, path=os.path.join(UNIT_DIR, name), mode=UNIT_FILE_MODE, write=lambda fd: write_all(fd, data)
+    )
 
 
 def remove_unit(name: str) -> None:

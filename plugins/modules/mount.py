@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import ModuleFailure
+
 DOCUMENTATION = r"""
 ---
 module: mount
@@ -433,7 +435,7 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import ConvergeError, converge
+from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import converge
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     ARGUMENT_SPEC,
     REQUIRED_IF,
@@ -451,7 +453,7 @@ def main() -> None:
     )
     try:
         result = converge(module, Systemd(module), module.params)
-    except ConvergeError as exc:
+    except ModuleFailure as exc:
         module.fail_json(msg=exc.msg, **exc.result)
     module.exit_json(**result)
 

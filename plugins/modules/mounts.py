@@ -203,7 +203,7 @@ diff:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._bulk import converge_many
-from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import ConvergeError
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import ModuleFailure
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
 
 
@@ -223,7 +223,7 @@ def main() -> None:
         result = converge_many(
             module, Systemd(module), p["overlays"], p["defaults"], p["exclusive"], p["purge"], p["target"]
         )
-    except ConvergeError as exc:
+    except ModuleFailure as exc:
         module.fail_json(msg=exc.msg, **exc.result)
     module.exit_json(**result)
 

@@ -20,6 +20,7 @@ from functools import partial
 import pytest
 from fakehost import expect_failed, expect_ok
 
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.modules import mount as mount_mod
@@ -34,7 +35,7 @@ def kernel_defaults(tmp_path, monkeypatch):
     """The overlay module's defaults: off, unless a test writes its own (not the host's /sys)."""
     params_dir = tmp_path / "sys-overlay"
     params_dir.mkdir()
-    monkeypatch.setattr(mod, "OVERLAY_PARAMS", str(params_dir))
+    monkeypatch.setattr(_host, "OVERLAY_PARAMS", str(params_dir))
     return params_dir
 
 
