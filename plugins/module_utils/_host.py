@@ -418,3 +418,20 @@ def managed_overlays() -> dict[str, str]:
 def unit_diff(name: str, before: str | None, after: str | None) -> dict[str, str]:
     path = os.path.join(UNIT_DIR, name)
     return {"before": before or "", "after": after or "", "before_header": path, "after_header": path}
+
+
+def unit_files(unit_dir: str) -> dict[str, str]:
+    """Text of the regular .mount and .service files in ``unit_dir`` (symlinks such as masks skipped)."""
+    files: dict[str, str] = {}
+    try:
+        names = sorted(os.listdir(unit_dir))
+    except FileNotFoundError:
+        return files
+    for name in names:
+        full = os.path.join(unit_dir, name)
+        if not name.endswith((".mount", ".service")) or os.path.islink(full) or not os.path.isfile(full):
+            continue
+        text = read_text(full)
+        if text is not None:
+            files[name] = text
+    return files

@@ -252,20 +252,16 @@ def check_option_limits(options: Sequence[str], per_value_limit: int | None) -> 
             )
 
 
-def build_spec(params: Mapping[str, Any]) -> OverlaySpec:
-    """Validate the module parameters (pure: no host access) into a spec."""
-    p = dict(params)
-    state = p.get("state") or "mounted"
-    if state not in STATES:
-        raise OverlayError("state must be one of %s" % ", ".join(STATES), "state")
-    apply = p.get("apply") or "restart"
-    if apply not in APPLY_POLICIES:
-        raise OverlayError("apply must be one of %s" % ", ".join(APPLY_POLICIES), "apply")
-    upper = p.get("upper") or "persistent"
-    if upper not in UPPER_KINDS:
-        raise OverlayError("upper must be one of %s" % ", ".join(UPPER_KINDS), "upper")
+def _choice(p: Mapping[str, Any], name: str, default: str, choices: Sequence[str]) -> str:
+    value = p.get(name) or default
+    if value not in choices:
+        raise OverlayError("%s must be one of %s" % (name, ", ".join(choices)), name)
+    return value
 
-    path = normalize_path(p.get("path"), "path")
+
+def _check_mount_point(raw: Any) -> str:
+    """The normalised mount point; never ``/`` or an API file system, with a unit name systemd takes."""
+    path = normalize_path(raw, "path")
     if path == "/":
         raise OverlayError(
             "path '/' cannot be an overlay .mount unit; a read-only root needs an initramfs mechanism", "path"
@@ -276,9 +272,12 @@ def build_spec(params: Mapping[str, Any]) -> OverlaySpec:
                 "path %s is inside the API file system %s; choose another mount point" % (path, api), "path"
             )
     unit_name(path)  # raises on over-long names
-    oid = overlay_id(path)
+    return path
 
-    raw_lowers = p.get("lowerdir") or []
+
+def _check_lowers(raw: Any, state: str, upper: str) -> tuple[str, ...]:
+    """The lower layers, top-most first: normalised, within the kernel's limit, no duplicates."""
+    raw_lowers = raw or []
     if isinstance(raw_lowers, str):
         raw_lowers = [raw_lowers]
     if state != "absent" and not raw_lowers:
@@ -297,77 +296,77 @@ def build_spec(params: Mapping[str, Any]) -> OverlaySpec:
         raise OverlayError(
             "upper=none (read-only overlay) needs at least 2 lowerdir entries; the kernel refuses one", "lowerdir"
         )
+    return lowers
 
+
+@dataclass(frozen=True)
+class _Layout:
+    upperdir: str | None
+    workdir: str | None
+    tmpfs_dir: str | None
+    default_layout: bool
+
+
+def _check_layout(p: Mapping[str, Any], upper: str, oid: str) -> _Layout:
+    """Where upper and work live: given (persistent), the defaults, the overlay's tmpfs, or nowhere."""
     upperdir_p, workdir_p = p.get("upperdir"), p.get("workdir")
     if (upperdir_p is None) != (workdir_p is None):
         raise OverlayError("upperdir and workdir must be given together (or both left to the defaults)", "workdir")
-    tmpfs_dir = None
     if upper == "persistent":
         if upperdir_p is None:
-            default_layout = True
             upperdir, workdir = persistent_dirs(oid)
-        else:
-            default_layout = False
-            upperdir = normalize_path(upperdir_p, "upperdir")
-            workdir = normalize_path(workdir_p, "workdir")
-    elif upper == "tmpfs":
+            return _Layout(upperdir, workdir, None, True)
+        return _Layout(normalize_path(upperdir_p, "upperdir"), normalize_path(workdir_p, "workdir"), None, False)
+    if upper == "tmpfs":
         if upperdir_p is not None:
             raise OverlayError(
                 "upperdir/workdir cannot be set with upper=tmpfs; the module places them on its own tmpfs at %s"
                 % tmpfs_dir_for(oid),
                 "upperdir",
             )
-        default_layout = True
         tmpfs_dir = tmpfs_dir_for(oid)
-        upperdir = tmpfs_dir + "/upper"
-        workdir = tmpfs_dir + "/work"
         unit_name(tmpfs_dir)
-    else:
-        if upperdir_p is not None:
-            raise OverlayError("upperdir/workdir cannot be set with upper=none (a read-only overlay)", "upperdir")
-        default_layout = False
-        upperdir = workdir = None
+        return _Layout(tmpfs_dir + "/upper", tmpfs_dir + "/work", tmpfs_dir, True)
+    if upperdir_p is not None:
+        raise OverlayError("upperdir/workdir cannot be set with upper=none (a read-only overlay)", "upperdir")
+    return _Layout(None, None, None, False)
 
-    # Layout: no layer, mount point or tmpfs root may equal or contain another.
+
+def _check_overlaps(path: str, lowers: Sequence[str], layout: _Layout, upper: str) -> None:
+    """No layer, mount point or tmpfs root may equal or contain another."""
     named: list[tuple[str, str]] = [("path", path)] + [("lowerdir", x) for x in lowers]
-    if upperdir is not None and workdir is not None:
-        if upperdir == "/" or workdir == "/":
+    if layout.upperdir is not None and layout.workdir is not None:
+        if layout.upperdir == "/" or layout.workdir == "/":
             raise OverlayError("upperdir and workdir cannot be '/'", "upperdir")
-        for name, value in (("upperdir", upperdir), ("workdir", workdir)):
+        for name, value in (("upperdir", layout.upperdir), ("workdir", layout.workdir)):
             for api in API_PATHS:
                 if is_within(value, api):
                     raise OverlayError("%s %s is inside the API file system %s" % (name, value, api), name)
-        named += [("upperdir", upperdir), ("workdir", workdir)]
-    if tmpfs_dir is not None:
-        named.append(("tmpfs", tmpfs_dir))
+        named += [("upperdir", layout.upperdir), ("workdir", layout.workdir)]
+    if layout.tmpfs_dir is not None:
+        named.append(("tmpfs", layout.tmpfs_dir))
     for i, (na, va) in enumerate(named):
         for nb, vb in named[i + 1 :]:
-            if na == "lowerdir" and nb == "lowerdir":
-                if va == vb:
-                    continue  # duplicates reported above
+            if na == "lowerdir" and nb == "lowerdir" and va == vb:
+                continue  # duplicates reported by _check_lowers
             if "tmpfs" in (na, nb) and {na, nb} & {"upperdir", "workdir"}:
                 continue  # upper/work live inside the tmpfs by design
             if is_within(va, vb) or is_within(vb, va):
-                defaulted = {"tmpfs", "upperdir", "workdir"} if default_layout else {"tmpfs"}
+                defaulted = {"tmpfs", "upperdir", "workdir"} if layout.default_layout else {"tmpfs"}
                 culprit = nb if nb != "path" and nb not in defaulted else na
                 if "path" in (na, nb):
                     why = "the mount point must not be a layer, lie inside one or contain one (it would hide or loop)"
                 else:
                     why = "the kernel refuses overlapping layers (ELOOP) or loops on lookup"
+                hint = " or give upperdir/workdir explicitly" if layout.default_layout and upper == "persistent" else ""
                 raise OverlayError(
-                    "%s %s and %s %s overlap: %s. Choose separate directory trees%s"
-                    % (
-                        na,
-                        va,
-                        nb,
-                        vb,
-                        why,
-                        " or give upperdir/workdir explicitly" if default_layout and upper == "persistent" else "",
-                    ),
+                    "%s %s and %s %s overlap: %s. Choose separate directory trees%s" % (na, va, nb, vb, why, hint),
                     culprit,
                 )
 
-    # tmpfs parameters
+
+def _check_tmpfs(p: Mapping[str, Any]) -> tuple[str | None, str | None, int]:
+    """(tmpfs_size, tmpfs_nr_inodes, tmpfs_mode) as the tmpfs unit takes them."""
     tmpfs_size = p.get("tmpfs_size")
     tmpfs_nr_inodes = p.get("tmpfs_nr_inodes")
     if tmpfs_size is not None:
@@ -385,14 +384,21 @@ def build_spec(params: Mapping[str, Any]) -> OverlaySpec:
                 "tmpfs_nr_inodes %r is invalid; give a number with an optional k/m/g suffix" % tmpfs_nr_inodes,
                 "tmpfs_nr_inodes",
             )
-    tmpfs_mode = parse_mode(p.get("tmpfs_mode") or "0755", "tmpfs_mode") or 0
+    return tmpfs_size, tmpfs_nr_inodes, parse_mode(p.get("tmpfs_mode") or "0755", "tmpfs_mode") or 0
+
+
+def _check_ownership(p: Mapping[str, Any]) -> tuple[str | None, str | None, int | None]:
+    """(owner, group, mode) of the upper root as given (names or numeric ids; resolved on the host)."""
     mode = parse_mode(p.get("mode"), "mode")
     owner, group = p.get("owner"), p.get("group")
     for name, value in (("owner", owner), ("group", group)):
         if value is not None and (not isinstance(value, str) or not _OWNER_RE.match(value)):
             raise OverlayError("%s %r is not a user/group name or numeric id" % (name, value), name)
+    return owner, group, mode
 
-    # Features
+
+def _check_features(p: Mapping[str, Any], upper: str) -> tuple[tuple[str, Any], ...]:
+    """The overlay features set, in FEATURES order; refuses the combinations the kernel refuses."""
     features: list[tuple[str, Any]] = []
     for name, kind in FEATURES:
         value = p.get(name)
@@ -404,7 +410,11 @@ def build_spec(params: Mapping[str, Any]) -> OverlaySpec:
         elif not isinstance(value, bool):
             raise OverlayError("%s must be a boolean" % name, name)
         features.append((name, value))
-    fm = dict(features)
+    _check_feature_conflicts(dict(features), upper)
+    return tuple(features)
+
+
+def _check_feature_conflicts(fm: Mapping[str, Any], upper: str) -> None:
     if fm.get("metacopy") is True and fm.get("redirect_dir") in ("off", "follow", "nofollow"):
         raise OverlayError(
             "metacopy=true needs redirect_dir=on (the kernel refuses metacopy=on,redirect_dir=%s); "
@@ -432,8 +442,10 @@ def build_spec(params: Mapping[str, Any]) -> OverlaySpec:
             )
         raise OverlayError("volatile is meaningless with upper=none (no upper layer); drop it", "volatile")
 
-    raw_flags = p.get("flags")
-    flags = tuple(["nosuid", "nodev"] if raw_flags is None else raw_flags)
+
+def _check_flags(raw: Any) -> tuple[str, ...]:
+    """The generic mount flags (default nosuid,nodev): known, once each, one atime flag at most."""
+    flags = tuple(["nosuid", "nodev"] if raw is None else raw)
     for f in flags:
         if f not in ALLOWED_FLAGS:
             raise OverlayError("flags entry %r is not one of %s" % (f, ", ".join(ALLOWED_FLAGS)), "flags")
@@ -441,7 +453,11 @@ def build_spec(params: Mapping[str, Any]) -> OverlaySpec:
         raise OverlayError("flags lists an entry twice: %s" % ", ".join(flags), "flags")
     if len([f for f in flags if f in ATIME_FLAGS]) > 1:
         raise OverlayError("flags may hold only one of %s" % ", ".join(ATIME_FLAGS), "flags")
+    return flags
 
+
+def _check_unit_text(p: Mapping[str, Any], path: str) -> tuple[str, str | None]:
+    """(description, timeout) as unit-file values: one line, a systemd time span."""
     description = p.get("description") or "OverlayFS %s" % path
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in description) or description.endswith("\\"):
         raise OverlayError(
@@ -454,16 +470,34 @@ def build_spec(params: Mapping[str, Any]) -> OverlaySpec:
             raise OverlayError(
                 "timeout %r is not a systemd time span; give e.g. '90', '90s' or '2min'" % timeout, "timeout"
             )
+    return description, timeout
 
+
+def build_spec(params: Mapping[str, Any]) -> OverlaySpec:
+    """Validate the module parameters (pure: no host access) into a spec, one check per concern."""
+    p = dict(params)
+    state = _choice(p, "state", "mounted", STATES)
+    apply = _choice(p, "apply", "restart", APPLY_POLICIES)
+    upper = _choice(p, "upper", "persistent", UPPER_KINDS)
+    path = _check_mount_point(p.get("path"))
+    oid = overlay_id(path)
+    lowers = _check_lowers(p.get("lowerdir"), state, upper)
+    layout = _check_layout(p, upper, oid)
+    _check_overlaps(path, lowers, layout, upper)
+    tmpfs_size, tmpfs_nr_inodes, tmpfs_mode = _check_tmpfs(p)
+    owner, group, mode = _check_ownership(p)
+    features = _check_features(p, upper)
+    flags = _check_flags(p.get("flags"))
+    description, timeout = _check_unit_text(p, path)
     return OverlaySpec(
         path=path,
         lowerdir=lowers,
         upper=upper,
-        upperdir=upperdir,
-        workdir=workdir,
-        default_layout=default_layout,
+        upperdir=layout.upperdir,
+        workdir=layout.workdir,
+        default_layout=layout.default_layout,
         id=oid,
-        tmpfs_dir=tmpfs_dir,
+        tmpfs_dir=layout.tmpfs_dir,
         tmpfs_size=tmpfs_size if upper == "tmpfs" else None,
         tmpfs_nr_inodes=tmpfs_nr_inodes if upper == "tmpfs" else None,
         tmpfs_mode=tmpfs_mode,
@@ -472,7 +506,7 @@ def build_spec(params: Mapping[str, Any]) -> OverlaySpec:
         owner=owner,
         group=group,
         mode=mode,
-        features=tuple(features),
+        features=features,
         flags=flags,
         description=description,
         before=_unit_list(p.get("before"), "before"),

@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import ModuleFailure
-
 DOCUMENTATION = r"""
 ---
 module: mount
@@ -436,6 +434,7 @@ diff:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import converge
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import ModuleFailure
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     ARGUMENT_SPEC,
     REQUIRED_IF,

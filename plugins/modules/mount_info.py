@@ -256,7 +256,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host as hostio
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
 )
@@ -278,23 +278,6 @@ ARGUMENT_SPEC: dict[str, Any] = dict(
 )
 
 
-def unit_files(unit_dir: str) -> dict[str, str]:
-    """Text of the regular .mount and .service files in ``unit_dir`` (symlinks such as masks skipped)."""
-    files: dict[str, str] = {}
-    try:
-        names = sorted(os.listdir(unit_dir))
-    except FileNotFoundError:
-        return files
-    for name in names:
-        full = os.path.join(unit_dir, name)
-        if not name.endswith((".mount", ".service")) or os.path.islink(full) or not os.path.isfile(full):
-            continue
-        text = hostio.read_text(full)
-        if text is not None:
-            files[name] = text
-    return files
-
-
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     result: dict[str, Any] = dict(changed=False, overlays=[])
@@ -302,9 +285,9 @@ def main() -> None:
         wanted = [normalize_path(p, "path") for p in module.params["path"] or []]
     except OverlayError as exc:
         module.fail_json(msg=str(exc), param=exc.param, **result)
-    # The host is read where the mount module reads it (_converge.UNIT_DIR and MOUNTINFO).
-    mounts = hostio.read_mounts()
-    declared = declared_overlays(unit_files(hostio.UNIT_DIR))
+    # The host is read where the mount module reads it (_host.UNIT_DIR and MOUNTINFO).
+    mounts = _host.read_mounts()
+    declared = declared_overlays(_host.unit_files(_host.UNIT_DIR))
     selected = select_paths(mounts, declared, wanted, module.params["managed_only"])
     props: dict[str, dict[str, str]] = {}
     names = units_to_show(selected, declared)
@@ -313,7 +296,7 @@ def main() -> None:
             props = Systemd(module).show(names, SHOW_PROPS)
         except CommandError as exc:
             module.warn("unit states unknown, reported as null: %s" % exc)
-    report = build_report(selected, mounts, declared, props, hostio.UNIT_DIR, os.statvfs)
+    report = build_report(selected, mounts, declared, props, _host.UNIT_DIR, os.statvfs)
     result["overlays"] = [entry.as_dict() for entry in report]
     module.exit_json(**result)
 

@@ -18,6 +18,7 @@ import yaml
 from ansible.module_utils import basic
 from fakehost import AnsibleExitJson, AnsibleFailJson, run_main
 
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host as hostio
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.modules import mount
 from ansible_collections.overlayfs.systemd.plugins.modules import mount_info as mod
@@ -201,7 +202,7 @@ def test_unit_dir_masks_and_foreign_files_are_skipped(host, show):
     (host.unit_dir / "local-fs.target.wants").mkdir()
     (host.unit_dir / "foreign.mount").write_text("[Mount]\nWhat=overlay\nWhere=/srv/foreign\nType=overlay\n")
     assert list(by_path(info(managed_only=True))) == [host.path("srv/app")]
-    assert mod.unit_files(str(host.root / "missing")) == {}
+    assert hostio.unit_files(str(host.root / "missing")) == {}
 
 
 def test_return_documents_every_key(host, show):
