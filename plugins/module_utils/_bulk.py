@@ -25,11 +25,12 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import
     ActivationError,
     Prepared,
     activate,
-    activation_failure,
     apply_files,
-    check_busy,
+    command_keys,
+    failure_after_change,
     finish,
     prepare,
+    refuse_if_busy,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     ModuleFailure,
@@ -44,6 +45,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._host import (
     unit_diff,
     write_unit,
 )
+from ansible_collections.overlayfs.systemd.plugins.module_utils._plan import Action
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     ARGUMENT_SPEC,
     REQUIRED_IF,
@@ -102,11 +104,11 @@ class TargetPlan:
     def write(self) -> bool:
         return _units.strip_header(self.current) != _units.strip_header(self.text)
 
-    def actions(self) -> list[str]:
-        out = ["write %s" % self.name] if self.write else []
-        out += ["disable %s" % s for s in self.stale] + ["remove %s" % s for s in self.stale]
-        out += ["enable %s" % self.name] if self.enable else []
-        return out + (["start %s" % self.name] if self.start else [])
+    def actions(self) -> list[Action]:
+        out = [Action("write", self.name)] if self.write else []
+        out += [Action("disable", s) for s in self.stale] + [Action("remove", s) for s in self.stale]
+        out += [Action("enable", self.name)] if self.enable else []
+        return out + ([Action("start", self.name)] if self.start else [])
 
 
 def _declare(overlays: list[dict[str, Any]], defaults: dict[str, Any]) -> tuple[list[BulkItem], list[str]]:
@@ -167,6 +169,7 @@ def _plan_target(sd: Systemd, name: str, items: list[BulkItem], exclusive: bool)
 def converge_many(
     module: AnsibleModule,
     sd: Systemd,
+    *,
     overlays: list[dict[str, Any]],
     defaults: dict[str, Any] | None = None,
     exclusive: bool = False,
@@ -227,7 +230,7 @@ def converge_many(
         if it.prep is None:  # pragma: no cover - refused items stopped the run above
             continue
         try:
-            check_busy(it.prep)
+            refuse_if_busy(it.prep)
         except ModuleFailure as exc:
             it.error, it.busy = exc, True
             continue
@@ -236,7 +239,7 @@ def converge_many(
         try:
             apply_files(module, sd, prep)
         except ActivationError as exc:
-            it.error = activation_failure(module, sd, prep, exc)
+            it.error = failure_after_change(module, sd, prep, exc)
             work.remove((it, prep))
     if tplan is not None:
         try:
@@ -248,10 +251,10 @@ def converge_many(
         except (CommandError, OSError) as exc:
             # Before the daemon-reload: nothing is active yet; report what is written so far.
             for it, prep in work:
-                it.error = activation_failure(module, sd, prep, ActivationError("write %s" % tplan.name, exc))
+                it.error = failure_after_change(module, sd, prep, ActivationError("write %s" % tplan.name, exc))
             raise ModuleFailure(
                 "writing %s failed: %s" % (tplan.name, exc),
-                dict(_bulk_result(module, items, tplan), **_command_keys(exc)),
+                dict(_bulk_result(module, items, tplan), **command_keys(exc)),
             ) from None
     reload_needed = any(prep.plan.daemon_reload for dummy, prep in work)
     if reload_needed or (tplan is not None and (tplan.write or tplan.stale)):
@@ -259,16 +262,16 @@ def converge_many(
             sd.daemon_reload()
         except CommandError as exc:
             for it, prep in work:
-                it.error = activation_failure(module, sd, prep, ActivationError("daemon-reload", exc))
+                it.error = failure_after_change(module, sd, prep, ActivationError("daemon-reload", exc))
             work = []
     for it, prep in work:
         try:
             activate(module, sd, prep)
             finish(prep)
         except ActivationError as exc:
-            it.error = activation_failure(module, sd, prep, exc)
+            it.error = failure_after_change(module, sd, prep, exc)
         except CommandError as exc:  # enable/reenable after a successful start: nothing to roll back
-            it.error = ModuleFailure(str(exc), dict(prep.result, **_command_keys(exc)))
+            it.error = ModuleFailure(str(exc), dict(prep.result, **command_keys(exc)))
     failed = [it for it in items if it.error is not None]
     target_error = None
     if tplan is not None and not failed:
@@ -285,7 +288,7 @@ def converge_many(
     if target_error is not None:
         raise ModuleFailure(
             "every overlay converged, but %s failed: %s" % (tplan.name if tplan else "the target", target_error),
-            dict(result, **_command_keys(target_error)),
+            dict(result, **command_keys(target_error)),
         )
     if failed:
         busy = [it.path for it in failed if it.busy]
@@ -300,12 +303,6 @@ def converge_many(
     return result
 
 
-def _command_keys(exc: Exception) -> dict[str, Any]:
-    if isinstance(exc, CommandError):
-        return dict(cmd=exc.cmd, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr)
-    return {}
-
-
 def _bulk_result(module: AnsibleModule, items: list[BulkItem], tplan: TargetPlan | None) -> dict[str, Any]:
     declared = [it.report() for it in items if not it.removal]
     removals = [it.report() for it in items if it.removal]
@@ -317,7 +314,7 @@ def _bulk_result(module: AnsibleModule, items: list[BulkItem], tplan: TargetPlan
     )
     changed = any(r.get("changed") for r in declared + removals)
     if tplan is not None:
-        actions = tplan.actions()
+        actions = [a.text for a in tplan.actions()]
         changed = changed or bool(actions)
         result["target"] = dict(
             name=tplan.name,

@@ -11,7 +11,7 @@ must change an overlay's units (restacking an upper, converging many
 overlays in one call, ``_bulk``) use the same phases instead of a second
 implementation:
 
-``prepare()`` reads the host and plans (no change), ``check_busy()``,
+``prepare()`` reads the host and plans (no change), ``refuse_if_busy()``,
 ``apply_files()`` writes directories and unit files, one ``daemon-reload``,
 ``activate()`` starts/stops/enables; ``rollback()`` undoes a failed run.
 Only module ``main()`` functions call ``exit_json``/``fail_json``: failures
@@ -59,7 +59,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._plan import (
     plan,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._preflight import (
-    busy_check,
+    busy_error,
     check_purge,
     preflight,
     purge_targets,
@@ -175,10 +175,70 @@ def _fail(prep_result: dict[str, Any], exc: OverlayError, was_mounted: bool) -> 
     return ModuleFailure(str(exc), result)
 
 
+@dataclass
+class HostFacts:
+    """What the host says about one overlay, read once before planning."""
+
+    mounts: list[_mountinfo.MountInfo]
+    live: _mountinfo.MountInfo | None
+    live_tmpfs: _mountinfo.MountInfo | None
+    current: dict[str, str | None]
+    enabled_now: bool
+    pending_reload: bool
+
+
+def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo] | None) -> HostFacts:
+    """The live mounts, the unit files on disk and systemd's view of them (raises OverlayError)."""
+    mounts = read_mounts() if mounts is None else mounts
+    live = mount_at(mounts, spec.path)
+    if live is not None and live.fstype != "overlay":
+        if spec.state in ("mounted", "present"):
+            raise OverlayError(
+                "path %s is already the mount point of a %s file system (%s); unmount it first"
+                % (spec.path, live.fstype, live.source),
+                "path",
+            )
+        live = None
+    live_tmpfs = mount_at(mounts, _names.tmpfs_dir_for(spec.id))
+    if live_tmpfs is not None and live_tmpfs.fstype != "tmpfs":
+        live_tmpfs = None
+    names = candidate_units(spec.path)
+    current = {n: read_text(os.path.join(_host.UNIT_DIR, n)) for n in names}
+    props = sd.show(names, ["Id", "UnitFileState", "NeedDaemonReload", "ActiveState"])
+    return HostFacts(
+        mounts=mounts,
+        live=live,
+        live_tmpfs=live_tmpfs,
+        current=current,
+        enabled_now=props.get(spec.unit, {}).get("UnitFileState") == "enabled",
+        pending_reload=any(
+            props.get(n, {}).get("NeedDaemonReload") == "yes" for n in names if current.get(n) is not None
+        ),
+    )
+
+
+def _plan_directories(spec: OverlaySpec, pl: _plan.Plan) -> list[tuple[str, int, int, int, int]]:
+    """Record in the plan the directories to create and the upper root attributes to fix; returns the dirs."""
+    dirs = []
+    if spec.state == "absent":
+        return dirs
+    for path, mode, uid, gid, parent_mode in directories_to_create(spec):
+        for d in missing_dirs(path):
+            if d not in pl.create_dirs:
+                pl.create_dirs.append(d)
+        dirs.append((path, mode, uid, gid, parent_mode))
+    if spec.state == "mounted" and not os.path.lexists(spec.path):
+        pl.create_dirs += missing_dirs(spec.path)
+        dirs.append((spec.path, 0o755, 0, 0, 0o755))
+    pl.attribute_fixes = upper_root_fixes(spec)
+    pl.attribute_path = spec.upperdir
+    return dirs
+
+
 def prepare(
     sd: Systemd, params: dict[str, Any], diff: bool = False, mounts: list[_mountinfo.MountInfo] | None = None
 ) -> Prepared:
-    """Validate, read the host, plan. Changes nothing; raises ModuleFailure on refusal."""
+    """Validate, read the host once, plan. Changes nothing; raises ModuleFailure on refusal."""
     result: dict[str, Any] = dict(changed=False, reboot_required=False, actions=[], created_directories=[])
     try:
         spec = build_spec(params)
@@ -190,99 +250,68 @@ def prepare(
         upperdir=spec.upperdir,
         workdir=spec.workdir,
     )
-    actions: list[str] = result["actions"]
-    created: list[str] = result["created_directories"]
     warnings: list[str] = []
     was_mounted = False
     try:
-        mounts = read_mounts() if mounts is None else mounts
-        live = mount_at(mounts, spec.path)
-        if live is not None and live.fstype != "overlay":
-            if spec.state in ("mounted", "present"):
-                raise OverlayError(
-                    "path %s is already the mount point of a %s file system (%s); unmount it first"
-                    % (spec.path, live.fstype, live.source),
-                    "path",
-                )
-            live = None
-        was_mounted = live is not None
-        tmpfs_dir = _names.tmpfs_dir_for(spec.id)
-        live_tmpfs = mount_at(mounts, tmpfs_dir)
-        if live_tmpfs is not None and live_tmpfs.fstype != "tmpfs":
-            live_tmpfs = None
-        names = candidate_units(spec.path)
-        current = {n: read_text(os.path.join(_host.UNIT_DIR, n)) for n in names}
-        props = sd.show(names, ["Id", "UnitFileState", "NeedDaemonReload", "ActiveState"])
-        enabled_now = props.get(spec.unit, {}).get("UnitFileState") == "enabled"
-        pending_reload = any(
-            props.get(n, {}).get("NeedDaemonReload") == "yes" for n in names if current.get(n) is not None
-        )
-
+        facts = read_facts(sd, spec, mounts)
+        was_mounted = facts.live is not None
         if spec.state != "absent":
             spec = resolve_ids(spec)
             desired = render_units(spec)
             result["units"] = list(desired)
             result["options"] = render_options(spec)
-            util_linux = sd.util_linux_version()
-            warnings += preflight(spec, mounts, current, live, util_linux)
+            warnings += preflight(spec, facts.mounts, facts.current, facts.live, sd.util_linux_version())
             purge = []
         else:
             desired = {}
-            purge = purge_targets(spec, current) if spec.purge else []
-            check_purge(spec, purge, mounts)
-        pl = plan(spec, desired, current, live, live_tmpfs, enabled_now, pending_reload, purge)
+            purge = purge_targets(spec, facts.current) if spec.purge else []
+            check_purge(spec, purge, facts.mounts)
+        pl = plan(
+            spec,
+            desired,
+            facts.current,
+            facts.live,
+            facts.live_tmpfs,
+            facts.enabled_now,
+            facts.pending_reload,
+            purge,
+        )
         tmpfs_loss_check(spec, pl)
     except OverlayError as exc:
         raise _fail(result, exc, was_mounted) from None
     except CommandError as exc:
-        raise ModuleFailure(
-            str(exc),
-            dict(result, mounted=was_mounted, cmd=exc.cmd, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr),
-        ) from None
+        raise ModuleFailure(str(exc), dict(result, mounted=was_mounted, **command_keys(exc))) from None
     if spec.state == "absent":
         result["units"] = list(pl.remove)
     for name in pl.keep_unmanaged:
         warnings.append("%s/%s exists but was not written by overlayfs.systemd; left alone" % (_host.UNIT_DIR, name))
-
-    dirs = []
-    if spec.state != "absent":
-        for path, mode, uid, gid, parent_mode in directories_to_create(spec):
-            for d in missing_dirs(path):
-                if d not in created:
-                    created.append(d)
-                    actions.append("create directory %s" % d)
-            dirs.append((path, mode, uid, gid, parent_mode))
-        if spec.state == "mounted" and not os.path.lexists(spec.path):
-            for d in missing_dirs(spec.path):
-                created.append(d)
-                actions.append("create directory %s" % d)
-            dirs.append((spec.path, 0o755, 0, 0, 0o755))
-    fixes = upper_root_fixes(spec) if spec.state != "absent" else []
-    if fixes:
-        actions.append("set %s of %s" % ("/".join(fixes), spec.upperdir))
-    actions += ["stop %s" % u for u in pl.stop]
-    actions += ["write %s" % u for u in pl.write] + ["remove %s" % u for u in pl.remove]
-    if pl.daemon_reload:
-        actions.append("daemon-reload")
-    actions += ["reload %s" % u for u in pl.reload_units] + ["start %s" % u for u in pl.start]
-    actions += ["enable %s" % u for u in pl.enable] + ["reenable %s" % u for u in pl.reenable]
-    actions += ["disable %s" % u for u in pl.disable] + ["purge %s" % p for p in pl.purge]
-    result["reboot_required"] = pl.reboot_required
-    result["changed"] = bool(actions)
-    result["mounted"] = was_mounted
+    dirs = _plan_directories(spec, pl)
+    result["created_directories"] += pl.create_dirs
+    result.update(
+        actions=[a.text for a in pl.actions()],
+        reboot_required=pl.reboot_required,
+        changed=pl.changed,
+        mounted=was_mounted,
+    )
     changed_units = list(pl.write) + list(pl.remove)
     if diff and changed_units:
-        result["diff"] = [unit_diff(n, current.get(n), pl.write.get(n)) for n in changed_units]
-    return Prepared(spec, pl, current, mounts, was_mounted, dirs, fixes, result, warnings)
+        result["diff"] = [unit_diff(n, facts.current.get(n), pl.write.get(n)) for n in changed_units]
+    return Prepared(spec, pl, facts.current, facts.mounts, was_mounted, dirs, pl.attribute_fixes, result, warnings)
 
 
-def check_busy(prep: Prepared) -> None:
+def command_keys(exc: Exception) -> dict[str, Any]:
+    """The failure keys of a failed command (cmd, rc, stdout, stderr); {} for any other error."""
+    if isinstance(exc, CommandError):
+        return dict(cmd=exc.cmd, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr)
+    return {}
+
+
+def refuse_if_busy(prep: Prepared) -> None:
     """Refuse (ModuleFailure, nothing touched) when the run must stop a busy overlay."""
     if prep.plan.stop:
-        try:
-            busy_check(prep.spec, prep.plan.stop, prep.mounts)
-        except BusyError as exc:
-            raise _fail(prep.result, exc, prep.was_mounted) from None
+        busy = busy_error(prep.spec, prep.plan.stop, prep.mounts)
+        if busy is not None:
+            raise _fail(prep.result, busy, prep.was_mounted)
 
 
 def apply_files(module: AnsibleModule, sd: Systemd, prep: Prepared) -> None:
@@ -355,7 +384,7 @@ def finish(prep: Prepared) -> dict[str, Any]:
     return prep.result
 
 
-def failed_activation(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: ActivationError) -> ModuleFailure:
+def rollback_failure(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: ActivationError) -> ModuleFailure:
     """Roll back what this run did and describe the failure."""
     spec = prep.spec
     journal = "\n".join(
@@ -370,21 +399,19 @@ def failed_activation(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: A
     msg = "%s failed; rolled back the unit files and removed the directories this run created. %s" % (exc.step, cause)
     if problems:
         msg += " Rollback problems: %s" % "; ".join(problems)
-    if isinstance(cause, CommandError):
-        result.update(cmd=cause.cmd, rc=cause.rc, stdout=cause.stdout, stderr=cause.stderr)
+    result.update(command_keys(cause))
     return ModuleFailure(msg, result)
 
 
-def activation_failure(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: ActivationError) -> ModuleFailure:
+def failure_after_change(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: ActivationError) -> ModuleFailure:
     """The failure of a run that changed something: rolled back, or (removing) reported as it is."""
     if prep.spec.state == "absent":
         # Removing: nothing to roll back to; report what failed.
         cause = exc.cause
         result = dict(prep.result, mounted=prep.was_mounted)
-        if isinstance(cause, CommandError):
-            result.update(cmd=cause.cmd, rc=cause.rc, stdout=cause.stdout, stderr=cause.stderr)
+        result.update(command_keys(cause))
         return ModuleFailure(str(cause), result)
-    return failed_activation(module, sd, prep, exc)
+    return rollback_failure(module, sd, prep, exc)
 
 
 def converge(module: AnsibleModule, sd: Systemd, params: dict[str, Any]) -> dict[str, Any]:
@@ -398,7 +425,7 @@ def converge(module: AnsibleModule, sd: Systemd, params: dict[str, Any]) -> dict
         module.warn(w)
     if module.check_mode:
         return prep.result
-    check_busy(prep)
+    refuse_if_busy(prep)
     try:
         apply_files(module, sd, prep)
         if prep.plan.daemon_reload:
@@ -408,10 +435,10 @@ def converge(module: AnsibleModule, sd: Systemd, params: dict[str, Any]) -> dict
                 raise ActivationError("daemon-reload", exc) from exc
         activate(module, sd, prep)
     except ActivationError as exc:
-        raise activation_failure(module, sd, prep, exc) from None
+        raise failure_after_change(module, sd, prep, exc) from None
     except CommandError as exc:
         raise ModuleFailure(
             str(exc),
-            dict(prep.result, mounted=prep.was_mounted, cmd=exc.cmd, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr),
+            dict(prep.result, mounted=prep.was_mounted, **command_keys(exc)),
         ) from None
     return finish(prep)

@@ -17,11 +17,18 @@ from typing import Any
 
 
 class OverlayError(ValueError):
-    """A parameter or the host violates a rule; ``param`` names the culprit."""
+    """A parameter or the host violates a rule.
 
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
+    ``param`` names the culprit; ``hint`` is the way out, kept apart from
+    ``message`` so a caller with another way out can say its own. ``str()``
+    is the message followed by the hint.
+    """
+
+    def __init__(self, message: str, param: str | None = None, hint: str | None = None) -> None:
+        super().__init__("%s %s" % (message, hint) if hint else message)
+        self.message = message
         self.param = param
+        self.hint = hint
 
 
 class UnsafePathError(OverlayError):
@@ -29,8 +36,10 @@ class UnsafePathError(OverlayError):
 
 
 class BusyError(OverlayError):
-    def __init__(self, message: str, holders: list[dict[str, Any]]) -> None:
-        super().__init__(message, "apply")
+    """Processes or mounts use an overlay the run must stop; ``holders`` lists the processes."""
+
+    def __init__(self, message: str, holders: list[dict[str, Any]], hint: str | None = None) -> None:
+        super().__init__(message, "apply", hint)
         self.holders = holders
 
 

@@ -53,6 +53,38 @@ def describe_mismatch(spec: OverlaySpec, live: OverlayOptions, mount_options: st
     )
 
 
+#: How each kind of action reads in a result's ``actions`` (the only place an action becomes text).
+ACTION_TEXT = {
+    "create_directory": "create directory {target}",
+    "set_attributes": "set {detail} of {target}",
+    "stop": "stop {target}",
+    "write": "write {target}",
+    "remove": "remove {target}",
+    "daemon_reload": "daemon-reload",
+    "reload": "reload {target}",
+    "start": "start {target}",
+    "enable": "enable {target}",
+    "reenable": "reenable {target}",
+    "disable": "disable {target}",
+    "purge": "purge {target}",
+    "empty": "empty {target}",
+    "copy": "copy {detail} to {target}",
+}
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a run: a kind from ACTION_TEXT, what it acts on, and a detail some kinds show."""
+
+    kind: str
+    target: str = ""
+    detail: str = ""
+
+    @property
+    def text(self) -> str:
+        return ACTION_TEXT[self.kind].format(target=self.target, detail=self.detail)
+
+
 @dataclass
 class Plan:
     """What a run has to do, in order: stop, write/remove, reload, start, enable."""
@@ -70,11 +102,19 @@ class Plan:
     reboot_required: bool = False
     purge: list[str] = field(default_factory=list)
     keep_unmanaged: list[str] = field(default_factory=list)
+    #: Directories the run creates (filled from the host after planning the units).
+    create_dirs: list[str] = field(default_factory=list)
+    #: Explicit owner/group/mode that differ on the existing upper root at ``attribute_path``.
+    attribute_fixes: list[str] = field(default_factory=list)
+    attribute_path: str | None = None
 
     @property
     def changed(self) -> bool:
+        """The run changes the host: the one source of a converge's ``changed``."""
         return bool(
-            self.write
+            self.create_dirs
+            or self.attribute_fixes
+            or self.write
             or self.remove
             or self.stop
             or self.start
@@ -86,9 +126,18 @@ class Plan:
             or self.purge
         )
 
-    @property
-    def needs_busy_check(self) -> bool:
-        return bool(self.stop)
+    def actions(self) -> list[Action]:
+        """Every step of the run in the order the phases take them."""
+        out = [Action("create_directory", d) for d in self.create_dirs]
+        if self.attribute_fixes:
+            out.append(Action("set_attributes", self.attribute_path or "", "/".join(self.attribute_fixes)))
+        out += [Action("stop", u) for u in self.stop]
+        out += [Action("write", u) for u in self.write] + [Action("remove", u) for u in self.remove]
+        if self.daemon_reload:
+            out.append(Action("daemon_reload"))
+        out += [Action("reload", u) for u in self.reload_units] + [Action("start", u) for u in self.start]
+        out += [Action("enable", u) for u in self.enable] + [Action("reenable", u) for u in self.reenable]
+        return out + [Action("disable", u) for u in self.disable] + [Action("purge", p) for p in self.purge]
 
 
 def plan(

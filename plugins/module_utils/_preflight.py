@@ -274,7 +274,14 @@ def tmpfs_loss_check(spec: OverlaySpec, pl: _plan.Plan) -> None:
         )
 
 
-def busy_check(spec: OverlaySpec, stop_units: list[str], mounts: list[_mountinfo.MountInfo]) -> None:
+#: The way out of a busy overlay that the mount module offers.
+BUSY_HINT = "Stop these processes or unmount these, or use apply: next_boot"
+
+
+def busy_error(
+    spec: OverlaySpec, stop_units: list[str], mounts: list[_mountinfo.MountInfo], hint: str = BUSY_HINT
+) -> BusyError | None:
+    """The refusal to stop ``stop_units`` while processes or other mounts use them (None when free)."""
     checks = []
     if spec.unit in stop_units:
         checks.append(spec.path)
@@ -289,8 +296,10 @@ def busy_check(spec: OverlaySpec, stop_units: list[str], mounts: list[_mountinfo
     if holders or subs:
         parts = ["pid %d (%s): %s" % (h["pid"], h["comm"], h["reason"]) for h in holders]
         parts += ["mount %s" % s for s in subs]
-        raise BusyError(
-            "overlay %s is busy, refusing to stop it; nothing was changed. In use by: %s. Stop these processes "
-            "or unmount these, or use apply: next_boot" % (spec.path, "; ".join(parts)),
+        return BusyError(
+            "overlay %s is busy, refusing to stop it; nothing was changed. In use by: %s."
+            % (spec.path, "; ".join(parts)),
             holders,
+            hint,
         )
+    return None

@@ -48,6 +48,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
     tmpfs_dir_for,
     unit_name,
 )
+from ansible_collections.overlayfs.systemd.plugins.module_utils._plan import Action
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import API_PATHS, build_spec
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import CommandError, Systemd
 from ansible_collections.overlayfs.systemd.plugins.module_utils._units import managed_keys, params_from_unit
@@ -144,19 +145,21 @@ def require_confirm(module: AnsibleModule, ov: Overlay, what: str, result: dict[
     )
 
 
-def check_not_busy(ov: Overlay, result: dict[str, Any]) -> None:
+#: The way out of a busy overlay here (the mount module's apply: next_boot does not apply).
+BUSY_HINT = "Stop these processes or unmount these"
+
+
+def refuse_if_in_use(ov: Overlay, result: dict[str, Any]) -> None:
     """Refuse (nothing changed) when processes or mounts use the overlay."""
-    try:
-        pre.busy_check(build_spec(ov.params), [ov.unit], _host.read_mounts())
-    except er.BusyError as exc:
-        msg = str(exc).replace(", or use apply: next_boot", "")  # the mount module's way out, not ours
-        raise er.ModuleFailure(msg, dict(result, holders=exc.holders, param="path")) from None
+    busy = pre.busy_error(build_spec(ov.params), [ov.unit], _host.read_mounts(), hint=BUSY_HINT)
+    if busy is not None:
+        raise er.ModuleFailure(str(busy), dict(result, holders=busy.holders, param="path"))
 
 
 def stop_overlay(sd: Systemd, ov: Overlay, actions: list[str]) -> None:
     """Stop the overlay unit."""
     sd.stop(ov.unit)
-    actions.append("stop %s" % ov.unit)
+    actions.append(Action("stop", ov.unit).text)
 
 
 def ensure_unmounted(ov: Overlay) -> None:
@@ -187,12 +190,12 @@ def discard(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, A
     if module._diff:
         result["diff"] = [upper_diff(ov, insp)]
     if module.check_mode:
-        actions += ["stop %s" % ov.unit] if was_mounted else []
-        actions += ["empty %s" % ov.upperdir, "empty %s" % ov.workdir]
-        actions += ["start %s" % ov.unit] if was_mounted else []
+        actions += [Action("stop", ov.unit).text] if was_mounted else []
+        actions += [Action("empty", ov.upperdir).text, Action("empty", ov.workdir).text]
+        actions += [Action("start", ov.unit).text] if was_mounted else []
         return
     if was_mounted:
-        check_not_busy(ov, result)
+        refuse_if_in_use(ov, result)
     asides: list[tuple[str, str]] = []
     try:
         if was_mounted:
@@ -200,11 +203,11 @@ def discard(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, A
         ensure_unmounted(ov)
         for d in (ov.upperdir, ov.workdir):
             asides.append((d, lc.swap_empty(d, "discard")))
-            actions.append("empty %s" % d)
+            actions.append(Action("empty", d).text)
         if was_mounted:
             # It was mounted a moment ago: what lies under the mount point was accepted then.
             conv.converge(module, sd, dict(ov.params, allow_nonempty_mountpoint=True))
-            actions.append("start %s" % ov.unit)
+            actions.append(Action("start", ov.unit).text)
     except (OSError, OverlayError, CommandError, er.ModuleFailure) as exc:
         msg = getattr(exc, "msg", None) or str(exc)
         problems = restore(asides)
@@ -323,14 +326,14 @@ def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, An
             prep = conv.prepare(sd, dict(new_params, state="present"), diff=module._diff)
         except er.ModuleFailure as exc:
             raise er.ModuleFailure(exc.msg, {**result, **exc.result}) from None
-        planned = ["stop %s" % ov.unit] + [a for a in prep.result["actions"] if a.startswith(("write ", "remove "))]
-        planned += ["daemon-reload", "start %s" % ov.unit]
-        actions += ["copy %s to %s" % (ov.path, dest)] + with_emptying(planned, ov)
+        planned = [Action("stop", ov.unit)] + [a for a in prep.plan.actions() if a.kind in ("write", "remove")]
+        planned += [Action("daemon_reload"), Action("start", ov.unit)]
+        actions += [Action("copy", dest, ov.path).text] + with_emptying(planned, ov)
         if module._diff:
             result["diff"] = diffs + prep.result.get("diff", [])
         result["lowerdir"] = ov.lowers
         return
-    check_not_busy(ov, result)
+    refuse_if_in_use(ov, result)
     parent = os.path.dirname(dest)
     created: list[str] = []
     partial = lc.aside_name(dest, "partial")
@@ -348,7 +351,7 @@ def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, An
             "copying %s to %s failed (%s); removed the partial copy, nothing else was changed" % (ov.path, dest, exc),
             dict(result, changed=False, lowerdir=ov.lowers),
         ) from None
-    actions.append("copy %s to %s" % (ov.path, dest))
+    actions.append(Action("copy", dest, ov.path).text)
     try:
         unit_diffs = restack(module, sd, ov, new_params, dest, result)
     except er.ModuleFailure:
@@ -366,12 +369,12 @@ def restack(
     """Stop, write the units with the new lowers, swap in empty upper/work, start: the mount module's phases.
 
     Returns the unit diffs. On failure the old upper and work come back and
-    ``failed_activation`` restores the old units and mount.
+    ``rollback_failure`` restores the old units and mount.
     """
     actions: list[str] = result["actions"]
     try:
         prep = conv.prepare(sd, new_params, diff=module._diff)
-        conv.check_busy(prep)
+        conv.refuse_if_busy(prep)
     except er.ModuleFailure as exc:
         raise er.ModuleFailure(
             "%s; removed %s again, nothing else was changed" % (exc.msg, dest), {**result, **exc.result}
@@ -402,7 +405,7 @@ def restack(
     except (conv.ActivationError, OSError, CommandError) as exc:
         problems = restore(asides)
         act = exc if isinstance(exc, conv.ActivationError) else conv.ActivationError("empty the upper", exc)
-        err = conv.failed_activation(module, sd, prep, act)
+        err = conv.rollback_failure(module, sd, prep, act)
         raise er.ModuleFailure(
             "%s The old upper and work directories were put back; removed %s.%s"
             % (err.msg, dest, (" Problems: %s" % "; ".join(problems)) if problems else ""),
@@ -411,15 +414,16 @@ def restack(
     for pair in asides:
         lc.remove_tree(pair[1])
     res = conv.finish(prep)
-    actions += with_emptying([a for a in res["actions"] if not a.startswith("create directory")], ov)
+    actions += with_emptying([a for a in prep.plan.actions() if a.kind != "create_directory"], ov)
     result["mounted"] = res["mounted"]
     return list(res.get("diff", []))
 
 
-def with_emptying(actions: list[str], ov: Overlay) -> list[str]:
-    """The converge actions with the emptying of upper and work where it happens: before the reload/start."""
-    at = next((i for i, a in enumerate(actions) if a.startswith(("daemon-reload", "reload ", "start "))), len(actions))
-    return actions[:at] + ["empty %s" % ov.upperdir, "empty %s" % ov.workdir] + actions[at:]
+def with_emptying(actions: list[Action], ov: Overlay) -> list[str]:
+    """The converge actions (as text) with the emptying of upper and work where it happens: before the reload/start."""
+    at = next((i for i, a in enumerate(actions) if a.kind in ("daemon_reload", "reload", "start")), len(actions))
+    steps = actions[:at] + [Action("empty", ov.upperdir), Action("empty", ov.workdir)] + actions[at:]
+    return [a.text for a in steps]
 
 
 class HashingWriter:
@@ -456,7 +460,7 @@ def export(module: AnsibleModule, ov: Overlay, result: dict[str, Any]) -> None:
     insp = inspect(ov)
     result.update(insp.as_result())
     result["changed"] = True
-    result["actions"].append("write %s" % dest)
+    result["actions"].append(Action("write", dest).text)
     if module._diff:
         result["diff"] = [{"before": "", "after": insp.summary(), "before_header": dest, "after_header": dest}]
     if module.check_mode:

@@ -221,7 +221,13 @@ def main() -> None:
     p = module.params
     try:
         result = converge_many(
-            module, Systemd(module), p["overlays"], p["defaults"], p["exclusive"], p["purge"], p["target"]
+            module,
+            Systemd(module),
+            overlays=p["overlays"],
+            defaults=p["defaults"],
+            exclusive=p["exclusive"],
+            purge=p["purge"],
+            target=p["target"],
         )
     except ModuleFailure as exc:
         module.fail_json(msg=exc.msg, **exc.result)

@@ -108,6 +108,11 @@ def test_busy_overlay_fails_and_changes_nothing(host):
     r = failed(params(host, lowerdir=[host.path("opt/app/v3"), host.path("opt/app/base")]))
     assert "4242" in r["msg"] and "bash" in r["msg"] and "nothing was changed" in r["msg"]
     assert r["holders"] == [{"pid": 4242, "comm": "bash", "reason": "cwd"}]
+    assert r["msg"] == (
+        "overlay %s is busy, refusing to stop it; nothing was changed. In use by: pid 4242 (bash): cwd. "
+        "Stop these processes or unmount these, or use apply: next_boot" % host.path("srv/app")
+    )
+    assert r["param"] == "apply"
     assert unit_path.read_bytes() == before
     assert host.mutating() == []
     assert r["mounted"]

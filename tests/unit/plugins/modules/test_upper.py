@@ -170,6 +170,10 @@ def test_discarded_busy_overlay_is_refused(host, app):
     os.symlink(host.path("srv/app/new.txt"), d / "fd" / "3")
     r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
     assert "busy" in r["msg"] and "kiosk" in r["msg"] and "next_boot" not in r["msg"]
+    assert r["msg"] == (
+        "overlay %s is busy, refusing to stop it; nothing was changed. In use by: pid 4242 (kiosk): fd 3 %s. "
+        "Stop these processes or unmount these" % (host.path("srv/app"), host.path("srv/app/new.txt"))
+    )
     assert r["holders"] == [{"pid": 4242, "comm": "kiosk", "reason": "fd 3 %s" % host.path("srv/app/new.txt")}]
     assert len(os.listdir(app["upperdir"])) == 4 and host.mutating() == []
 
