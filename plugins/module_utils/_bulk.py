@@ -187,29 +187,9 @@ def converge_many(
     full result) when any overlay was refused, busy or failed.
     """
     items, problems = _declare(overlays, defaults or {})
-    mounts = read_mounts()
     if exclusive:
-        declared = {it.path for it in items}
-        for path, unit in sorted(managed_overlays().items()):
-            if path not in declared:
-                params, errors = validate_params({"path": path, "state": "absent", "purge": purge})
-                item = BulkItem(path, params, removal=True)
-                if errors:  # pragma: no cover - a recorded path that no longer validates
-                    item.error = ModuleFailure("; ".join(errors), dict(changed=False, unit=unit))
-                    problems.append("%s (undeclared, %s): %s" % (path, unit, item.error.msg))
-                items.append(item)
-    for it in items:
-        if it.error is not None:
-            continue
-        try:
-            it.prep = prepare(sd, it.params, diff=module._diff, mounts=mounts)
-        except ModuleFailure as exc:
-            it.error = exc
-            problems.append("%s: %s" % (it.path, exc.msg))
-            continue
-        for w in it.prep.warnings:
-            module.warn(w)
-
+        problems += _declare_removals(items, purge)
+    problems += _prepare_all(module, sd, items)
     tplan: TargetPlan | None = None
     if target:
         try:
@@ -224,7 +204,66 @@ def converge_many(
         )
     if module.check_mode:
         return result
+    work = _apply_files_all(module, sd, items)
+    if tplan is not None:
+        _write_target(module, sd, tplan, items, work)
+    reload_needed = any(prep.plan.daemon_reload for dummy, prep in work)
+    if reload_needed or (tplan is not None and (tplan.write or tplan.stale)):
+        try:
+            sd.daemon_reload()
+        except CommandError as exc:
+            for it, prep in work:
+                it.error = failure_after_change(module, sd, prep, ActivationError("daemon-reload", exc))
+            work = []
+    _activate_all(module, sd, work)
+    failed = [it for it in items if it.error is not None]
+    target_error = _start_target(sd, tplan) if tplan is not None and not failed else None
+    result = _bulk_result(module, items, tplan)
+    if target_error is not None:
+        raise ModuleFailure(
+            "every overlay converged, but %s failed: %s" % (tplan.name if tplan else "the target", target_error),
+            dict(result, **command_keys(target_error)),
+        )
+    if failed:
+        raise ModuleFailure(_failed_message(items, failed, tplan), result)
+    return result
 
+
+def _declare_removals(items: list[BulkItem], purge: bool) -> list[str]:
+    """Append a removal item for every managed overlay not declared (exclusive); returns the problems."""
+    problems = []
+    declared = {it.path for it in items}
+    for path, unit in sorted(managed_overlays().items()):
+        if path not in declared:
+            params, errors = validate_params({"path": path, "state": "absent", "purge": purge})
+            item = BulkItem(path, params, removal=True)
+            if errors:  # pragma: no cover - a recorded path that no longer validates
+                item.error = ModuleFailure("; ".join(errors), dict(changed=False, unit=unit))
+                problems.append("%s (undeclared, %s): %s" % (path, unit, item.error.msg))
+            items.append(item)
+    return problems
+
+
+def _prepare_all(module: AnsibleModule, sd: Systemd, items: list[BulkItem]) -> list[str]:
+    """Prepare every item against one mountinfo read; returns the refusals."""
+    problems = []
+    mounts = read_mounts()
+    for it in items:
+        if it.error is not None:
+            continue
+        try:
+            it.prep = prepare(sd, it.params, diff=module._diff, mounts=mounts)
+        except ModuleFailure as exc:
+            it.error = exc
+            problems.append("%s: %s" % (it.path, exc.msg))
+            continue
+        for w in it.prep.warnings:
+            module.warn(w)
+    return problems
+
+
+def _apply_files_all(module: AnsibleModule, sd: Systemd, items: list[BulkItem]) -> list[tuple[BulkItem, Prepared]]:
+    """Leave busy overlays alone, write the others' files; returns those still to activate."""
     work: list[tuple[BulkItem, Prepared]] = []
     for it in items:
         if it.prep is None:  # pragma: no cover - refused items stopped the run above
@@ -241,29 +280,30 @@ def converge_many(
         except ActivationError as exc:
             it.error = failure_after_change(module, sd, prep, exc)
             work.remove((it, prep))
-    if tplan is not None:
-        try:
-            for name in tplan.stale:
-                sd.disable(name)
-                remove_unit(name)
-            if tplan.write:
-                write_unit(module, tplan.name, tplan.text)
-        except (CommandError, OSError) as exc:
-            # Before the daemon-reload: nothing is active yet; report what is written so far.
-            for it, prep in work:
-                it.error = failure_after_change(module, sd, prep, ActivationError("write %s" % tplan.name, exc))
-            raise ModuleFailure(
-                "writing %s failed: %s" % (tplan.name, exc),
-                dict(_bulk_result(module, items, tplan), **command_keys(exc)),
-            ) from None
-    reload_needed = any(prep.plan.daemon_reload for dummy, prep in work)
-    if reload_needed or (tplan is not None and (tplan.write or tplan.stale)):
-        try:
-            sd.daemon_reload()
-        except CommandError as exc:
-            for it, prep in work:
-                it.error = failure_after_change(module, sd, prep, ActivationError("daemon-reload", exc))
-            work = []
+    return work
+
+
+def _write_target(
+    module: AnsibleModule, sd: Systemd, tplan: TargetPlan, items: list[BulkItem], work: list[tuple[BulkItem, Prepared]]
+) -> None:
+    """Remove stale targets and write the target, before the daemon-reload; a failure rolls every item back."""
+    try:
+        for name in tplan.stale:
+            sd.disable(name)
+            remove_unit(name)
+        if tplan.write:
+            write_unit(module, tplan.name, tplan.text)
+    except (CommandError, OSError) as exc:
+        # Before the daemon-reload: nothing is active yet; report what is written so far.
+        for it, prep in work:
+            it.error = failure_after_change(module, sd, prep, ActivationError("write %s" % tplan.name, exc))
+        raise ModuleFailure(
+            "writing %s failed: %s" % (tplan.name, exc),
+            dict(_bulk_result(module, items, tplan), **command_keys(exc)),
+        ) from None
+
+
+def _activate_all(module: AnsibleModule, sd: Systemd, work: list[tuple[BulkItem, Prepared]]) -> None:
     for it, prep in work:
         try:
             activate(module, sd, prep)
@@ -272,35 +312,31 @@ def converge_many(
             it.error = failure_after_change(module, sd, prep, exc)
         except CommandError as exc:  # enable/reenable after a successful start: nothing to roll back
             it.error = ModuleFailure(str(exc), dict(prep.result, **command_keys(exc)))
-    failed = [it for it in items if it.error is not None]
-    target_error = None
-    if tplan is not None and not failed:
-        try:
-            if tplan.enable:
-                sd.enable(tplan.name)
-            # Stopping a required overlay (restart, removal) stops the target too: read it again.
-            if sd.show([tplan.name], ["ActiveState"]).get(tplan.name, {}).get("ActiveState") != "active":
-                tplan.start = True
-                sd.start(tplan.name)
-        except CommandError as exc:
-            target_error = exc
-    result = _bulk_result(module, items, tplan)
-    if target_error is not None:
-        raise ModuleFailure(
-            "every overlay converged, but %s failed: %s" % (tplan.name if tplan else "the target", target_error),
-            dict(result, **command_keys(target_error)),
-        )
-    if failed:
-        busy = [it.path for it in failed if it.busy]
-        msg = "%d of %d overlays failed" % (len(failed), len(items))
-        if busy:
-            msg += " (busy, left untouched: %s)" % ", ".join(busy)
-        msg += "; the others were converged%s: %s" % (
-            "" if tplan is None else " (%s not started)" % tplan.name,
-            " | ".join(it.report()["msg"] for it in failed),
-        )
-        raise ModuleFailure(msg, result)
-    return result
+
+
+def _start_target(sd: Systemd, tplan: TargetPlan) -> CommandError | None:
+    """Enable and start the target once every overlay converged; returns the command that failed."""
+    try:
+        if tplan.enable:
+            sd.enable(tplan.name)
+        # Stopping a required overlay (restart, removal) stops the target too: read it again.
+        if sd.show([tplan.name], ["ActiveState"]).get(tplan.name, {}).get("ActiveState") != "active":
+            tplan.start = True
+            sd.start(tplan.name)
+    except CommandError as exc:
+        return exc
+    return None
+
+
+def _failed_message(items: list[BulkItem], failed: list[BulkItem], tplan: TargetPlan | None) -> str:
+    busy = [it.path for it in failed if it.busy]
+    msg = "%d of %d overlays failed" % (len(failed), len(items))
+    if busy:
+        msg += " (busy, left untouched: %s)" % ", ".join(busy)
+    return msg + "; the others were converged%s: %s" % (
+        "" if tplan is None else " (%s not started)" % tplan.name,
+        " | ".join(it.report()["msg"] for it in failed),
+    )
 
 
 def _bulk_result(module: AnsibleModule, items: list[BulkItem], tplan: TargetPlan | None) -> dict[str, Any]:

@@ -158,56 +158,91 @@ def plan(
     ``enabled_now``: UnitFileState of the overlay unit is 'enabled';
     ``pending_reload``: systemd reports NeedDaemonReload=yes for a unit.
     """
+    mounted = live_overlay is not None and live_overlay.fstype == "overlay"
+    if spec.state == "absent":
+        return _plan_removal(spec, current, mounted, live_tmpfs, enabled_now, purge_paths)
     pl = Plan()
     overlay = spec.unit
-    mounted = live_overlay is not None and live_overlay.fstype == "overlay"
-
-    if spec.state == "absent":
-        if mounted:
-            pl.stop.append(overlay)
-        for name in (spec.prepare_unit, spec.tmpfs_unit):
-            cur = current.get(name)
-            if name == spec.tmpfs_unit and live_tmpfs is not None and is_managed(cur):
-                pl.stop.append(name)
-            elif name == spec.prepare_unit and cur is not None and is_managed(cur):
-                pl.stop.append(name)
-        for name, cur in current.items():
-            if cur is None:
-                continue
-            if is_managed(cur):
-                pl.remove.append(name)
-            else:
-                pl.keep_unmanaged.append(name)
-        if overlay in pl.remove and enabled_now:
-            pl.disable.append(overlay)
-        if pl.remove:
-            pl.daemon_reload = True
-        pl.purge = list(purge_paths)
-        # A prepare service is inactive unless its overlay ran: stopping it is harmless and
-        # needs no busy check, but only count it as a change when something else changes.
-        if pl.stop == [spec.prepare_unit] and not pl.remove:
-            pl.stop = []
-        return pl
-
     for name, text in desired.items():
         if strip_header(current.get(name)) != strip_header(text):
             pl.write[name] = text
-    for name, cur in current.items():
-        if name in desired or cur is None:
-            continue
-        if is_managed(cur):
-            pl.remove.append(name)
-        else:
-            pl.keep_unmanaged.append(name)
-
+    _sort_other_units(pl, current, keep=desired)
     mount_changed = overlay in pl.write and unit_section(current.get(overlay), "Mount") != unit_section(
         desired[overlay], "Mount"
     )
     live_ok = False
     if mounted and live_overlay is not None:
         live_ok = live_matches(spec, parse_overlay_options(live_overlay.super_options), live_overlay.mount_options)
-    stale = mounted and (not live_ok or mount_changed)
+    _plan_mount_state(spec, pl, mounted, stale=mounted and (not live_ok or mount_changed))
+    _plan_obsolete_units(spec, pl, mounted, live_tmpfs)
+    pl.daemon_reload = bool(pl.write or pl.remove or pending_reload)
+    # A tmpfs whose options changed while it stays mounted is resized by remount.
+    if (
+        spec.upper == "tmpfs"
+        and live_tmpfs is not None
+        and spec.tmpfs_unit in pl.write
+        and unit_section(current.get(spec.tmpfs_unit), "Mount") != unit_section(desired[spec.tmpfs_unit], "Mount")
+    ):
+        pl.reload_units.append(spec.tmpfs_unit)
+    install_changed = overlay in pl.write and unit_section(current.get(overlay), "Install") != unit_section(
+        desired[overlay], "Install"
+    )
+    if spec.enabled:
+        if not enabled_now:
+            pl.enable.append(overlay)
+        elif install_changed:
+            pl.reenable.append(overlay)
+    elif enabled_now:
+        pl.disable.append(overlay)
+    return pl
 
+
+def _sort_other_units(pl: Plan, current: Mapping[str, str | None], keep: Mapping[str, str]) -> None:
+    """Existing candidate units not in ``keep``: ours are removed, others' left alone (and reported)."""
+    for name, cur in current.items():
+        if name in keep or cur is None:
+            continue
+        if is_managed(cur):
+            pl.remove.append(name)
+        else:
+            pl.keep_unmanaged.append(name)
+
+
+def _plan_removal(
+    spec: OverlaySpec,
+    current: Mapping[str, str | None],
+    mounted: bool,
+    live_tmpfs: MountInfo | None,
+    enabled_now: bool,
+    purge_paths: Sequence[str],
+) -> Plan:
+    """state=absent: stop what runs, remove our units, disable, purge what was asked."""
+    pl = Plan()
+    overlay = spec.unit
+    if mounted:
+        pl.stop.append(overlay)
+    for name in (spec.prepare_unit, spec.tmpfs_unit):
+        cur = current.get(name)
+        if name == spec.tmpfs_unit and live_tmpfs is not None and is_managed(cur):
+            pl.stop.append(name)
+        elif name == spec.prepare_unit and cur is not None and is_managed(cur):
+            pl.stop.append(name)
+    _sort_other_units(pl, current, keep={})
+    if overlay in pl.remove and enabled_now:
+        pl.disable.append(overlay)
+    if pl.remove:
+        pl.daemon_reload = True
+    pl.purge = list(purge_paths)
+    # A prepare service is inactive unless its overlay ran: stopping it is harmless and
+    # needs no busy check, but only count it as a change when something else changes.
+    if pl.stop == [spec.prepare_unit] and not pl.remove:
+        pl.stop = []
+    return pl
+
+
+def _plan_mount_state(spec: OverlaySpec, pl: Plan, mounted: bool, stale: bool) -> None:
+    """Start, restart (apply=restart), stop or leave for the next boot, by state."""
+    overlay = spec.unit
     if spec.state == "mounted":
         if not mounted:
             pl.start.append(overlay)
@@ -225,9 +260,14 @@ def plan(
         if mounted:
             pl.stop.append(overlay)
 
-    # Obsolete tmpfs/prepare units (the upper kind changed). The live overlay
-    # Requires= them, so stopping them would stop it: only when it goes down.
-    overlay_down = not mounted or overlay in pl.stop
+
+def _plan_obsolete_units(spec: OverlaySpec, pl: Plan, mounted: bool, live_tmpfs: MountInfo | None) -> None:
+    """Obsolete tmpfs/prepare units (the upper kind changed).
+
+    The live overlay Requires= them, so stopping them would stop it: only
+    when it goes down; otherwise they stay until the next boot.
+    """
+    overlay_down = not mounted or spec.unit in pl.stop
     for name in list(pl.remove):
         if name not in (spec.tmpfs_unit, spec.prepare_unit):
             continue
@@ -237,24 +277,3 @@ def plan(
             continue
         if name == spec.prepare_unit or live_tmpfs is not None:
             pl.stop.append(name)
-    pl.daemon_reload = bool(pl.write or pl.remove or pending_reload)
-    # A tmpfs whose options changed while it stays mounted is resized by remount.
-    if (
-        spec.upper == "tmpfs"
-        and live_tmpfs is not None
-        and spec.tmpfs_unit in pl.write
-        and unit_section(current.get(spec.tmpfs_unit), "Mount") != unit_section(desired[spec.tmpfs_unit], "Mount")
-    ):
-        pl.reload_units.append(spec.tmpfs_unit)
-
-    install_changed = overlay in pl.write and unit_section(current.get(overlay), "Install") != unit_section(
-        desired[overlay], "Install"
-    )
-    if spec.enabled:
-        if not enabled_now:
-            pl.enable.append(overlay)
-        elif install_changed:
-            pl.reenable.append(overlay)
-    elif enabled_now:
-        pl.disable.append(overlay)
-    return pl

@@ -109,8 +109,18 @@ def _section(name: str, lines: Iterable[str]) -> str:
 
 def render_units(spec: OverlaySpec) -> dict[str, str]:
     """Render every unit file of the overlay: name -> full text (with header)."""
-    units: dict[str, str] = {}
-    overlay = spec.unit
+    units = {spec.unit: _render_overlay_unit(spec)}
+    if spec.upper == "tmpfs" and spec.tmpfs_dir is not None and spec.upperdir is not None and spec.workdir is not None:
+        if spec.upper_uid is None or spec.upper_gid is None or spec.upper_mode is None:
+            raise OverlayError("the upper root's owner and mode must be resolved before rendering", "mode")
+        units[spec.tmpfs_unit] = _render_tmpfs_unit(spec, spec.tmpfs_dir)
+        units[spec.prepare_unit] = _render_prepare_unit(
+            spec, spec.upperdir, spec.workdir, (spec.upper_mode, spec.upper_uid, spec.upper_gid)
+        )
+    return units
+
+
+def _render_overlay_unit(spec: OverlaySpec) -> str:
     unit_lines = ["Description=%s" % escape_unit_value(spec.description)] + _x_keys(spec, "overlay")
     mounts_for = list(spec.lowerdir)
     if spec.upper == "tmpfs" and spec.tmpfs_dir is not None:
@@ -119,13 +129,10 @@ def render_units(spec: OverlaySpec) -> dict[str, str]:
     elif spec.upperdir is not None and spec.workdir is not None:
         mounts_for += [spec.upperdir, spec.workdir]
     unit_lines.append("RequiresMountsFor=%s" % " ".join(quote_unit_word(x) for x in mounts_for))
-    for u in spec.requires:
-        unit_lines.append("Requires=%s" % u)
-    for u in spec.after:
-        unit_lines.append("After=%s" % u)
+    unit_lines += ["Requires=%s" % u for u in spec.requires]
+    unit_lines += ["After=%s" % u for u in spec.after]
     unit_lines.append("Before=local-fs.target")
-    for u in spec.before:
-        unit_lines.append("Before=%s" % u)
+    unit_lines += ["Before=%s" % u for u in spec.before]
     mount_lines = [
         "What=overlay",
         "Where=%s" % escape_unit_value(spec.path),
@@ -135,68 +142,68 @@ def render_units(spec: OverlaySpec) -> dict[str, str]:
     if spec.timeout is not None:
         mount_lines.append("TimeoutSec=%s" % spec.timeout)
     wanted = ["local-fs.target"] + [u for u in spec.wanted_by if u != "local-fs.target"]
-    units[overlay] = "%s\n%s\n%s\n%s" % (
+    return "%s\n%s\n%s\n%s" % (
         HEADER,
         _section("Unit", unit_lines),
         _section("Mount", mount_lines),
         _section("Install", ["WantedBy=%s" % u for u in wanted]),
     )
 
-    if spec.upper == "tmpfs" and spec.tmpfs_dir is not None and spec.upperdir is not None and spec.workdir is not None:
-        if spec.upper_uid is None or spec.upper_gid is None or spec.upper_mode is None:
-            raise OverlayError("the upper root's owner and mode must be resolved before rendering", "mode")
-        tmpfs_unit = spec.tmpfs_unit
-        units[tmpfs_unit] = "%s\n%s\n%s" % (
-            HEADER,
-            _section(
-                "Unit",
-                ["Description=tmpfs upper layer of overlay %s" % escape_unit_value(spec.path)]
-                + _x_keys(spec, "tmpfs")
-                + [
-                    "DefaultDependencies=no",
-                    "Conflicts=umount.target",
-                    "Before=umount.target",
-                    "After=swap.target local-fs-pre.target",
-                ],
-            ),
-            _section(
-                "Mount",
-                [
-                    "What=tmpfs",
-                    "Where=%s" % escape_unit_value(spec.tmpfs_dir),
-                    "Type=tmpfs",
-                    "Options=%s" % escape_unit_value(",".join(render_tmpfs_options(spec))),
-                ],
-            ),
-        )
-        prepare = spec.prepare_unit
-        units[prepare] = "%s\n%s\n%s" % (
-            HEADER,
-            _section(
-                "Unit",
-                ["Description=Create upper and work directories of overlay %s" % escape_unit_value(spec.path)]
-                + _x_keys(spec, "prepare")
-                + [
-                    "DefaultDependencies=no",
-                    "BindsTo=%s" % tmpfs_unit,
-                    "After=%s" % tmpfs_unit,
-                    "Before=%s" % overlay,
-                    "Conflicts=shutdown.target",
-                    "Before=shutdown.target",
-                ],
-            ),
-            _section(
-                "Service",
-                [
-                    "Type=oneshot",
-                    "RemainAfterExit=yes",
-                    "ExecStart=%s -d -m %04o -o %d -g %d %s"
-                    % (INSTALL_BIN, spec.upper_mode, spec.upper_uid, spec.upper_gid, quote_unit_word(spec.upperdir)),
-                    "ExecStart=%s -d -m 0700 -o 0 -g 0 %s" % (INSTALL_BIN, quote_unit_word(spec.workdir)),
-                ],
-            ),
-        )
-    return units
+
+def _render_tmpfs_unit(spec: OverlaySpec, tmpfs_dir: str) -> str:
+    return "%s\n%s\n%s" % (
+        HEADER,
+        _section(
+            "Unit",
+            ["Description=tmpfs upper layer of overlay %s" % escape_unit_value(spec.path)]
+            + _x_keys(spec, "tmpfs")
+            + [
+                "DefaultDependencies=no",
+                "Conflicts=umount.target",
+                "Before=umount.target",
+                "After=swap.target local-fs-pre.target",
+            ],
+        ),
+        _section(
+            "Mount",
+            [
+                "What=tmpfs",
+                "Where=%s" % escape_unit_value(tmpfs_dir),
+                "Type=tmpfs",
+                "Options=%s" % escape_unit_value(",".join(render_tmpfs_options(spec))),
+            ],
+        ),
+    )
+
+
+def _render_prepare_unit(spec: OverlaySpec, upperdir: str, workdir: str, owner: tuple[int, int, int]) -> str:
+    """The service creating upper and work on the fresh tmpfs; ``owner`` is (mode, uid, gid) of the upper root."""
+    mode, uid, gid = owner
+    return "%s\n%s\n%s" % (
+        HEADER,
+        _section(
+            "Unit",
+            ["Description=Create upper and work directories of overlay %s" % escape_unit_value(spec.path)]
+            + _x_keys(spec, "prepare")
+            + [
+                "DefaultDependencies=no",
+                "BindsTo=%s" % spec.tmpfs_unit,
+                "After=%s" % spec.tmpfs_unit,
+                "Before=%s" % spec.unit,
+                "Conflicts=shutdown.target",
+                "Before=shutdown.target",
+            ],
+        ),
+        _section(
+            "Service",
+            [
+                "Type=oneshot",
+                "RemainAfterExit=yes",
+                "ExecStart=%s -d -m %04o -o %d -g %d %s" % (INSTALL_BIN, mode, uid, gid, quote_unit_word(upperdir)),
+                "ExecStart=%s -d -m 0700 -o 0 -g 0 %s" % (INSTALL_BIN, quote_unit_word(workdir)),
+            ],
+        ),
+    )
 
 
 def strip_header(text: str | None) -> str | None:
