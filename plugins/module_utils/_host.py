@@ -42,7 +42,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     resolve_ownership,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
-    managed_keys,
+    parse_unit,
 )
 
 T = TypeVar("T")
@@ -400,7 +400,7 @@ def managed_units() -> dict[str, dict[str, str]]:
     out = {}
     for name in names:
         if name.endswith((".mount", ".target")):
-            keys = managed_keys(read_text(os.path.join(UNIT_DIR, name)))
+            keys = parse_unit(read_text(os.path.join(UNIT_DIR, name))).managed
             if keys:
                 out[name] = keys
     return out

@@ -18,7 +18,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo impor
     parse_overlay_options,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import VERIFIED_FLAGS, OverlaySpec
-from ansible_collections.overlayfs.systemd.plugins.module_utils._units import is_managed, strip_header, unit_section
+from ansible_collections.overlayfs.systemd.plugins.module_utils._units import is_managed, parse_unit, strip_header
 
 
 def live_matches(spec: OverlaySpec, live: OverlayOptions, mount_options: str) -> bool:
@@ -167,9 +167,9 @@ def plan(
         if strip_header(current.get(name)) != strip_header(text):
             pl.write[name] = text
     _sort_other_units(pl, current, keep=desired)
-    mount_changed = overlay in pl.write and unit_section(current.get(overlay), "Mount") != unit_section(
-        desired[overlay], "Mount"
-    )
+    mount_changed = overlay in pl.write and parse_unit(current.get(overlay)).body("Mount") != parse_unit(
+        desired[overlay]
+    ).body("Mount")
     live_ok = False
     if mounted and live_overlay is not None:
         live_ok = live_matches(spec, parse_overlay_options(live_overlay.super_options), live_overlay.mount_options)
@@ -181,12 +181,12 @@ def plan(
         spec.upper == "tmpfs"
         and live_tmpfs is not None
         and spec.tmpfs_unit in pl.write
-        and unit_section(current.get(spec.tmpfs_unit), "Mount") != unit_section(desired[spec.tmpfs_unit], "Mount")
+        and parse_unit(current.get(spec.tmpfs_unit)).body("Mount") != parse_unit(desired[spec.tmpfs_unit]).body("Mount")
     ):
         pl.reload_units.append(spec.tmpfs_unit)
-    install_changed = overlay in pl.write and unit_section(current.get(overlay), "Install") != unit_section(
-        desired[overlay], "Install"
-    )
+    install_changed = overlay in pl.write and parse_unit(current.get(overlay)).body("Install") != parse_unit(
+        desired[overlay]
+    ).body("Install")
     if spec.enabled:
         if not enabled_now:
             pl.enable.append(overlay)

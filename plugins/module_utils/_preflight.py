@@ -46,7 +46,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     check_option_limits,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
-    managed_keys,
+    parse_unit,
     render_options,
 )
 
@@ -143,7 +143,7 @@ def check_persistent_upper(spec: OverlaySpec, mounts: list[_mountinfo.MountInfo]
 
 def check_workdir_fresh(spec: OverlaySpec, current: dict[str, str | None], live: _mountinfo.MountInfo | None) -> None:
     """A workdir this overlay does not use yet must be empty: the kernel empties its work/ at mount."""
-    recorded = managed_keys(current.get(spec.unit))
+    recorded = parse_unit(current.get(spec.unit)).managed
     live_opts = parse_overlay_options(live.super_options) if live is not None else None
     used_here = recorded.get("Workdir") == spec.workdir or (live_opts is not None and live_opts.workdir == spec.workdir)
     if not used_here and spec.workdir is not None and not workdir_is_fresh(spec.workdir):
@@ -229,7 +229,7 @@ def fstab_warnings(spec: OverlaySpec) -> list[str]:
 
 def purge_targets(spec: OverlaySpec, current: dict[str, str | None]) -> list[str]:
     """Directories purge=true deletes: those the managed unit recorded, or the spec's."""
-    keys = managed_keys(current.get(spec.unit))
+    keys = parse_unit(current.get(spec.unit)).managed
     if keys:
         up, work = keys.get("Upperdir"), keys.get("Workdir")
         kind = keys.get("Upper")

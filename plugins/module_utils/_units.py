@@ -12,7 +12,8 @@ Idempotence compares rendered text with the file on disk, header ignored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import OverlayError
@@ -216,43 +217,64 @@ def strip_header(text: str | None) -> str | None:
     return text
 
 
-def managed_keys(text: str | None) -> dict[str, str]:
-    """The ``X-OverlayfsSystemd-*`` keys of a unit file (``%%`` undone); {} if none."""
-    keys: dict[str, str] = {}
-    if not text:
-        return keys
-    section = None
-    for line in text.splitlines():
+@dataclass(frozen=True)
+class Section:
+    """One ``[name]`` section: its body as written and its assignments in file order (``%%`` undone)."""
+
+    lines: tuple[str, ...]
+    entries: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class UnitFile:
+    """A unit file parsed once (the only unit-file parser of the collection)."""
+
+    sections: Mapping[str, Section]
+
+    def body(self, name: str) -> str | None:
+        """The raw body of section ``name`` (None if missing); what comparisons of a section use."""
+        sec = self.sections.get(name)
+        return None if sec is None else "\n".join(sec.lines)
+
+    def entries(self, name: str) -> tuple[tuple[str, str], ...]:
+        """(key, value) assignments of section ``name`` in file order."""
+        sec = self.sections.get(name)
+        return () if sec is None else sec.entries
+
+    def values(self, name: str) -> dict[str, str]:
+        """Assignments of section ``name`` as a dict (the last one wins)."""
+        return dict(self.entries(name))
+
+    @property
+    def managed(self) -> dict[str, str]:
+        """The ``X-OverlayfsSystemd-*`` keys of [Unit], prefix dropped; {} for units we did not write."""
+        return {k[len(X_PREFIX) :]: v for k, v in self.entries("Unit") if k.startswith(X_PREFIX)}
+
+
+def parse_unit(text: str | None) -> UnitFile:
+    """Parse unit-file text (None: no file). Comments (``#``, ``;``), blank and broken lines are not assignments."""
+    lines: dict[str, list[str]] = {}
+    entries: dict[str, list[tuple[str, str]]] = {}
+    current: str | None = None
+    for line in (text or "").splitlines():
         s = line.strip()
-        if s.startswith("["):
-            section = s
+        if s.startswith("[") and s.endswith("]"):
+            current = s[1:-1]
+            lines.setdefault(current, [])
+            entries.setdefault(current, [])
             continue
-        if section == "[Unit]" and s.startswith(X_PREFIX) and "=" in s:
-            k, dummy, v = s.partition("=")
-            keys[k[len(X_PREFIX) :]] = v.replace("%%", "%")
-    return keys
+        if current is None:
+            continue
+        lines[current].append(line)
+        if not s or s.startswith(("#", ";")) or "=" not in s:
+            continue
+        key, dummy, value = s.partition("=")
+        entries[current].append((key.strip(), value.strip().replace("%%", "%")))
+    return UnitFile({name: Section(tuple(lines[name]), tuple(entries[name])) for name in lines})
 
 
 def is_managed(text: str | None) -> bool:
-    return bool(text) and (bool(managed_keys(text)) or (text or "").startswith(HEADER_PREFIX))
-
-
-def unit_section(text: str | None, name: str) -> str | None:
-    """The body of section ``[name]`` (None if the text or section is missing)."""
-    if text is None:
-        return None
-    out: list[str] = []
-    inside = False
-    found = False
-    for line in text.splitlines():
-        s = line.strip()
-        if s.startswith("[") and s.endswith("]"):
-            inside = s == "[%s]" % name
-            found = found or inside
-            continue
-        if inside:
-            out.append(line)
-    return "\n".join(out) if found else None
+    return bool(text) and (bool(parse_unit(text).managed) or (text or "").startswith(HEADER_PREFIX))
 
 
 def check_target_name(name: str, param: str = "target") -> str:
@@ -280,16 +302,6 @@ def render_target(name: str, mount_units: Sequence[str]) -> str:
     return "%s\n%s\n%s" % (HEADER, _section("Unit", lines), _section("Install", ["WantedBy=%s" % TARGET_WANTED_BY]))
 
 
-def _unit_values(text: str | None, section: str) -> list[tuple[str, str]]:
-    """(key, value) pairs of one section, ``%%`` undone, in file order."""
-    out: list[tuple[str, str]] = []
-    for line in (unit_section(text, section) or "").splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and not key.startswith("#"):
-            out.append((key, value.replace("%%", "%")))
-    return out
-
-
 def params_from_unit(
     text: str, tmpfs_text: str | None = None, prepare_text: str | None = None, enabled: bool = True
 ) -> dict[str, Any]:
@@ -302,7 +314,8 @@ def params_from_unit(
     not in the files; pass what systemd reports. Raises OverlayError for a
     unit this collection did not write.
     """
-    keys = managed_keys(text)
+    unit = parse_unit(text)
+    keys = unit.managed
     if not keys.get("Path") or keys.get("Role") != "overlay":
         raise OverlayError("the unit was not written by overlayfs.systemd (no %sPath key)" % X_PREFIX, "path")
     path = keys["Path"]
@@ -310,7 +323,7 @@ def params_from_unit(
     upper = keys.get("Upper", "persistent")
     params: dict[str, Any] = {"path": path, "upper": upper, "state": "mounted", "enabled": enabled}
     before, after, requires, wanted_by = [], [], [], []
-    for key, value in _unit_values(text, "Unit"):
+    for key, value in unit.entries("Unit"):
         if key == "Description":
             params["description"] = value
         elif key == "Requires" and value != prepare_unit_name(oid):
@@ -321,7 +334,7 @@ def params_from_unit(
             before.append(value)
     flags: list[str] = []
     kinds = dict(FEATURES)
-    for key, value in _unit_values(text, "Mount"):
+    for key, value in unit.entries("Mount"):
         if key == "TimeoutSec":
             params["timeout"] = value
         if key != "Options":
@@ -339,7 +352,7 @@ def params_from_unit(
             elif name in ALLOWED_FLAGS and not eq:
                 flags.append(name)
     params["flags"] = flags
-    for key, value in _unit_values(text, "Install"):
+    for key, value in unit.entries("Install"):
         if key == "WantedBy" and value != "local-fs.target":
             wanted_by.append(value)
     params.update(before=before, after=after, requires=requires, wanted_by=wanted_by)
@@ -348,7 +361,7 @@ def params_from_unit(
             params.update(upperdir=keys.get("Upperdir"), workdir=keys.get("Workdir"))
     if upper == "tmpfs":
         params["tmpfs_size"] = None
-        for key, value in _unit_values(tmpfs_text, "Mount"):
+        for key, value in parse_unit(tmpfs_text).entries("Mount"):
             if key != "Options":
                 continue
             for opt in value.split(","):
@@ -359,7 +372,7 @@ def params_from_unit(
                     params["tmpfs_nr_inodes"] = val
                 elif name == "mode":
                     params["tmpfs_mode"] = val
-        for key, value in _unit_values(prepare_text, "Service"):
+        for key, value in parse_unit(prepare_text).entries("Service"):
             words = value.split()
             if key == "ExecStart" and "-o" in words and words[-1].strip('"') == keys.get("Upperdir"):
                 params.update(

@@ -51,7 +51,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
 from ansible_collections.overlayfs.systemd.plugins.module_utils._plan import Action
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import API_PATHS, build_spec
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import CommandError, Systemd
-from ansible_collections.overlayfs.systemd.plugins.module_utils._units import managed_keys, params_from_unit
+from ansible_collections.overlayfs.systemd.plugins.module_utils._units import params_from_unit, parse_unit
 
 #: The archive holds whatever the upper holds (secrets included): owner only.
 ARCHIVE_MODE = 0o600
@@ -85,7 +85,7 @@ def load_overlay(sd: Systemd, raw_path: str, result: dict[str, Any]) -> Overlay:
         raise er.ModuleFailure(str(exc), dict(result, param=exc.param)) from None
     result["unit"] = unit
     text = _host.read_text(os.path.join(_host.UNIT_DIR, unit))
-    keys = managed_keys(text)
+    keys = parse_unit(text).managed
     if text is None or not keys:
         raise er.ModuleFailure(
             "%s/%s %s; overlayfs.systemd.upper only works on overlays managed by overlayfs.systemd.mount"

@@ -204,12 +204,6 @@ def test_parse_unit_options(value, lowers, upper, options):
     assert opts.readonly == ("ro" in options)
 
 
-def test_section_keys_last_wins_comments_and_percent():
-    text = "[Unit]\nDescription=a\n[Mount]\n# Where=/no\nWhere=/srv/a\nWhere=/srv/100%%\n; x=y\nbroken line\n"
-    assert info.section_keys(text, "Mount") == {"Where": "/srv/100%"}
-    assert info.section_keys(None, "Mount") == {} and info.section_keys(text, "Install") == {}
-
-
 # ---------------------------------------------------------------------------
 # Drift
 # ---------------------------------------------------------------------------

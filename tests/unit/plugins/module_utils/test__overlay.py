@@ -425,8 +425,8 @@ def test_render_persistent_unit():
     assert "Before=local-fs.target\n" in text
     assert "[Install]\nWantedBy=local-fs.target\nWantedBy=multi-user.target\n" in text
     assert "X-OverlayfsSystemd-Upper=persistent\n" in text
-    assert un.managed_keys(text)["Path"] == "/srv/app"
-    assert un.managed_keys(text)["Id"] == spec.id
+    assert un.parse_unit(text).managed["Path"] == "/srv/app"
+    assert un.parse_unit(text).managed["Id"] == spec.id
 
 
 def test_render_tmpfs_units():
@@ -452,7 +452,7 @@ def test_render_tmpfs_units():
     assert 'ExecStart=/usr/bin/install -d -m 0700 -o 0 -g 0 "%s/work"\n' % tmpfs_dir in service
     for text in units.values():
         assert text.startswith(un.HEADER + "\n")
-        assert un.managed_keys(text)["Upper"] == "tmpfs"
+        assert un.parse_unit(text).managed["Upper"] == "tmpfs"
 
 
 def test_render_tmpfs_needs_resolved_owner():
@@ -756,3 +756,25 @@ def test_params_from_unit_round_trip(params):
 def test_params_from_unit_refuses_foreign_units():
     with pytest.raises(er.OverlayError, match="not written by overlayfs.systemd"):
         un.params_from_unit("[Mount]\nWhat=/dev/sdb1\nWhere=/srv/x\n")
+
+
+def test_parse_unit_last_wins_comments_and_percent():
+    text = "[Unit]\nDescription=a\n[Mount]\n# Where=/no\nWhere=/srv/a\nWhere=/srv/100%%\n; x=y\nbroken line\n"
+    unit = un.parse_unit(text)
+    assert unit.values("Mount") == {"Where": "/srv/100%"}
+    assert unit.entries("Mount") == (("Where", "/srv/a"), ("Where", "/srv/100%"))
+    assert un.parse_unit(None).values("Mount") == {} and unit.values("Install") == {}
+
+
+def test_parse_unit_body_is_the_section_as_written():
+    text = "# header\n[Unit]\nA=1\n[Mount]\nWhat=x\n# note\n\n[Unit]\nB=2\n"
+    unit = un.parse_unit(text)
+    assert unit.body("Mount") == "What=x\n# note\n"
+    assert unit.body("Unit") == "A=1\nB=2"  # a repeated section continues the first
+    assert unit.body("Install") is None and un.parse_unit(None).body("Unit") is None
+
+
+def test_parse_unit_managed_keys_only_in_unit_section():
+    text = "[Unit]\nX-OverlayfsSystemd-Path=/srv/100%%\n[Mount]\nX-OverlayfsSystemd-Id=no\n"
+    assert un.parse_unit(text).managed == {"Path": "/srv/100%"}
+    assert un.parse_unit("[Unit]\nDescription=x\n").managed == {}

@@ -84,12 +84,7 @@ class FakeHost:
 
     # -- fake systemd ------------------------------------------------------
     def _mount_section(self, name: str) -> dict[str, str]:
-        text = self.unit_text(name) or ""
-        keys: dict[str, str] = {}
-        for line in (un.unit_section(text, "Mount") or "").splitlines():
-            k, _sep, v = line.partition("=")
-            keys[k] = v.replace("%%", "%")
-        return keys
+        return un.parse_unit(self.unit_text(name)).values("Mount")
 
     def _mount(self, name: str) -> None:
         keys = self._mount_section(name)
@@ -142,9 +137,9 @@ class FakeHost:
         if name.endswith(".mount"):
             self._mount(name)
         else:
-            for line in (un.unit_section(text, "Service") or "").splitlines():
-                if line.startswith("ExecStart="):
-                    os.makedirs(line.rsplit(" ", 1)[1].strip('"'), exist_ok=True)
+            for key, value in un.parse_unit(text).entries("Service"):
+                if key == "ExecStart":
+                    os.makedirs(value.rsplit(" ", 1)[1].strip('"'), exist_ok=True)
         self.active.add(name)
         return 0, "", ""
 
