@@ -12,6 +12,7 @@ Idempotence compares rendered text with the file on disk, header ignored.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -101,7 +102,43 @@ def _x_keys(spec: OverlaySpec, role: str) -> list[str]:
     if spec.upperdir is not None and spec.workdir is not None:
         lines.append("%sUpperdir=%s" % (X_PREFIX, escape_unit_value(spec.upperdir)))
         lines.append("%sWorkdir=%s" % (X_PREFIX, escape_unit_value(spec.workdir)))
+    if role == "overlay":
+        record = json.dumps(declaration(spec), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        lines.append("%sDeclaration=%s" % (X_PREFIX, escape_unit_value(record)))
     return lines
+
+
+def declaration(spec: OverlaySpec) -> dict[str, Any]:
+    """The normalised declaration the overlay unit records: the mount parameters that render its units again.
+
+    Runtime choices (state, enabled, apply, purge, allow_nonempty_mountpoint)
+    are not part of it. For a tmpfs upper the upper root's owner and mode are
+    the resolved numeric ones the prepare service uses.
+    """
+    kinds = dict(FEATURES)
+    decl: dict[str, Any] = {
+        "path": spec.path,
+        "upper": spec.upper,
+        "lowerdir": list(spec.lowerdir),
+        "description": spec.description,
+        "before": list(spec.before),
+        "after": list(spec.after),
+        "requires": list(spec.requires),
+        "wanted_by": list(spec.wanted_by),
+        "flags": list(spec.flags),
+    }
+    decl.update({k: v for k, v in spec.features if not (kinds[k] == "switch" and v is False)})
+    if spec.timeout is not None:
+        decl["timeout"] = spec.timeout
+    if spec.upper == "persistent" and not spec.default_layout:
+        decl.update(upperdir=spec.upperdir, workdir=spec.workdir)
+    if spec.upper == "tmpfs":
+        decl.update(tmpfs_size=spec.tmpfs_size, tmpfs_mode="%04o" % spec.tmpfs_mode)
+        if spec.tmpfs_nr_inodes is not None:
+            decl["tmpfs_nr_inodes"] = spec.tmpfs_nr_inodes
+        if spec.upper_uid is not None and spec.upper_gid is not None and spec.upper_mode is not None:
+            decl.update(mode="%04o" % spec.upper_mode, owner=str(spec.upper_uid), group=str(spec.upper_gid))
+    return decl
 
 
 def _section(name: str, lines: Iterable[str]) -> str:
@@ -110,15 +147,17 @@ def _section(name: str, lines: Iterable[str]) -> str:
 
 def render_units(spec: OverlaySpec) -> dict[str, str]:
     """Render every unit file of the overlay: name -> full text (with header)."""
-    units = {spec.unit: _render_overlay_unit(spec)}
-    if spec.upper == "tmpfs" and spec.tmpfs_dir is not None and spec.upperdir is not None and spec.workdir is not None:
-        if spec.upper_uid is None or spec.upper_gid is None or spec.upper_mode is None:
-            raise OverlayError("the upper root's owner and mode must be resolved before rendering", "mode")
-        units[spec.tmpfs_unit] = _render_tmpfs_unit(spec, spec.tmpfs_dir)
-        units[spec.prepare_unit] = _render_prepare_unit(
+    if spec.upper != "tmpfs" or spec.tmpfs_dir is None or spec.upperdir is None or spec.workdir is None:
+        return {spec.unit: _render_overlay_unit(spec)}
+    if spec.upper_uid is None or spec.upper_gid is None or spec.upper_mode is None:
+        raise OverlayError("the upper root's owner and mode must be resolved before rendering", "mode")
+    return {
+        spec.unit: _render_overlay_unit(spec),
+        spec.tmpfs_unit: _render_tmpfs_unit(spec, spec.tmpfs_dir),
+        spec.prepare_unit: _render_prepare_unit(
             spec, spec.upperdir, spec.workdir, (spec.upper_mode, spec.upper_uid, spec.upper_gid)
-        )
-    return units
+        ),
+    }
 
 
 def _render_overlay_unit(spec: OverlaySpec) -> str:
@@ -302,12 +341,42 @@ def render_target(name: str, mount_units: Sequence[str]) -> str:
     return "%s\n%s\n%s" % (HEADER, _section("Unit", lines), _section("Install", ["WantedBy=%s" % TARGET_WANTED_BY]))
 
 
-def params_from_unit(
+def read_declaration(
     text: str, tmpfs_text: str | None = None, prepare_text: str | None = None, enabled: bool = True
 ) -> dict[str, Any]:
-    """The mount module parameters that render the managed overlay unit ``text`` again.
+    """The mount module parameters of the managed overlay unit ``text``: its recorded declaration.
 
-    The inverse of :func:`render_units` for our own units: the layers and
+    Units written before the declaration was recorded (0.1.0) have no
+    ``X-OverlayfsSystemd-Declaration`` key; their parameters are recovered
+    from the unit texts (:func:`legacy_params_from_unit`) until the mount
+    module rewrites them. ``enabled`` is not in the files; pass what systemd
+    reports. Raises OverlayError for a unit this collection did not write.
+    """
+    keys = parse_unit(text).managed
+    if "Declaration" not in keys:
+        return legacy_params_from_unit(text, tmpfs_text, prepare_text, enabled)
+    if not keys.get("Path") or keys.get("Role") != "overlay":
+        raise OverlayError("the unit was not written by overlayfs.systemd (no %sPath key)" % X_PREFIX, "path")
+    try:
+        decl = json.loads(keys["Declaration"])
+    except ValueError:
+        decl = None
+    if not isinstance(decl, dict) or decl.get("path") != keys["Path"]:
+        raise OverlayError(
+            "the %sDeclaration key of the unit for %s is damaged; apply the overlay with overlayfs.systemd.mount "
+            "again to rewrite it" % (X_PREFIX, keys["Path"]),
+            "path",
+        )
+    return dict(decl, state="mounted", enabled=enabled)
+
+
+def legacy_params_from_unit(
+    text: str, tmpfs_text: str | None = None, prepare_text: str | None = None, enabled: bool = True
+) -> dict[str, Any]:
+    """The mount module parameters that render a managed overlay unit without a declaration again.
+
+    Only for units written before the declaration was recorded. The inverse
+    of :func:`render_units` for those units: the layers and
     upper kind come from the ``X-OverlayfsSystemd-*`` keys and ``Options=``,
     the tmpfs size and inode limit from the tmpfs unit, the upper root's
     owner and mode from the prepare service (tmpfs uppers). ``enabled`` is

@@ -51,7 +51,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
 from ansible_collections.overlayfs.systemd.plugins.module_utils._plan import Action
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import API_PATHS, build_spec
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import CommandError, Systemd
-from ansible_collections.overlayfs.systemd.plugins.module_utils._units import params_from_unit, parse_unit
+from ansible_collections.overlayfs.systemd.plugins.module_utils._units import parse_unit, read_declaration
 
 #: The archive holds whatever the upper holds (secrets included): owner only.
 ARCHIVE_MODE = 0o600
@@ -97,7 +97,7 @@ def load_overlay(sd: Systemd, raw_path: str, result: dict[str, Any]) -> Overlay:
     prepare_text = _host.read_text(os.path.join(_host.UNIT_DIR, prepare_unit_name(oid)))
     enabled = sd.show([unit], ["UnitFileState"]).get(unit, {}).get("UnitFileState") == "enabled"
     try:
-        params = params_from_unit(text, tmpfs_text, prepare_text, enabled)
+        params = read_declaration(text, tmpfs_text, prepare_text, enabled)
     except OverlayError as exc:
         raise er.ModuleFailure(str(exc), dict(result, param=exc.param)) from None
     kind = params["upper"]

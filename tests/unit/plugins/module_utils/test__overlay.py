@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -713,49 +714,92 @@ def test_make_dirs_secure_refuses_world_writable_parent(tmp_path):
         hst.make_dirs_secure(str(shared / "x" / "upper"), 0o755, 0, 0, [])
 
 
-@pytest.mark.parametrize(
-    "params",
-    [
-        dict(
-            path="/srv/kiosk",
-            lowerdir=["/opt/a b,c:d", "/opt/base"],
-            upper="tmpfs",
-            tmpfs_size="50%",
-            tmpfs_nr_inodes="10k",
-            tmpfs_mode="0750",
-            owner="1000",
-            group="100",
-            mode="0711",
-            flags=["nosuid", "noexec", "noatime"],
-            index=False,
-            redirect_dir="off",
-            xino="auto",
-            volatile=True,
-            timeout="90s",
-            description="Kiosk 100%",
-            before=["a.service"],
-            after=["b.service"],
-            requires=["c.service"],
-            wanted_by=["multi-user.target"],
-        ),
-        dict(path="/srv/app", lowerdir=["/opt/x"], upperdir="/data/u", workdir="/data/w", metacopy=True),
-        dict(path="/srv/app", lowerdir=["/opt/x"], flags=[]),
-        dict(path="/srv/ro", lowerdir=["/opt/x", "/opt/y"], upper="none", uuid="off", nfs_export=True),
-    ],
-)
-def test_params_from_unit_round_trip(params):
-    """Reading the parameters back from our units renders the very same units."""
+ROUND_TRIP = [
+    dict(
+        path="/srv/kiosk",
+        lowerdir=["/opt/a b,c:d", "/opt/base"],
+        upper="tmpfs",
+        tmpfs_size="50%",
+        tmpfs_nr_inodes="10k",
+        tmpfs_mode="0750",
+        owner="1000",
+        group="100",
+        mode="0711",
+        flags=["nosuid", "noexec", "noatime"],
+        index=False,
+        redirect_dir="off",
+        xino="auto",
+        volatile=True,
+        timeout="90s",
+        description="Kiosk 100%",
+        before=["a.service"],
+        after=["b.service"],
+        requires=["c.service"],
+        wanted_by=["multi-user.target"],
+    ),
+    dict(path="/srv/app", lowerdir=["/opt/x"], upperdir="/data/u", workdir="/data/w", metacopy=True),
+    dict(path="/srv/app", lowerdir=["/opt/x"], flags=[]),
+    dict(path="/srv/ro", lowerdir=["/opt/x", "/opt/y"], upper="none", uuid="off", nfs_export=True),
+]
+
+
+@pytest.mark.parametrize("params", ROUND_TRIP)
+def test_declaration_round_trip(params):
+    """The declaration recorded in the overlay unit renders the very same units."""
     spec = sp.resolve_ownership(sp.build_spec(params), 1000, 100, 0o711)
     units = un.render_units(spec)
-    back = un.params_from_unit(units[spec.unit], units.get(spec.tmpfs_unit), units.get(spec.prepare_unit), False)
+    back = un.read_declaration(units[spec.unit], units.get(spec.tmpfs_unit), units.get(spec.prepare_unit), False)
     assert back["lowerdir"] == params["lowerdir"] and back["enabled"] is False
     again = sp.resolve_ownership(sp.build_spec(back), 1000, 100, 0o711)
     assert un.render_units(again) == units
 
 
+def without_declaration(text):
+    return "".join(line for line in text.splitlines(True) if not line.startswith(un.X_PREFIX + "Declaration="))
+
+
+@pytest.mark.parametrize("params", ROUND_TRIP)
+def test_legacy_units_read_as_the_declaration(params):
+    """A unit without the declaration (0.1.0) reads back the same parameters as the declaration says."""
+    spec = sp.resolve_ownership(sp.build_spec(params), 1000, 100, 0o711)
+    units = un.render_units(spec)
+    legacy = without_declaration(units[spec.unit])
+    assert legacy != units[spec.unit]
+    args = (units.get(spec.tmpfs_unit), units.get(spec.prepare_unit), True)
+    assert un.read_declaration(legacy, *args) == un.read_declaration(units[spec.unit], *args)
+
+
+def test_declaration_keeps_what_the_unit_text_loses():
+    """Before=local-fs.target is rendered once anyway: only the declaration gives it back."""
+    spec = sp.resolve_ownership(
+        sp.build_spec(dict(path="/srv/a", lowerdir=["/opt/x"], before=["local-fs.target"])), 0, 0, 0o755
+    )
+    text = un.render_units(spec)[spec.unit]
+    assert un.read_declaration(text)["before"] == ["local-fs.target"]
+    assert un.read_declaration(without_declaration(text))["before"] == []
+
+
+def test_damaged_declaration_names_the_fix():
+    spec = sp.resolve_ownership(sp.build_spec(dict(path="/srv/a", lowerdir=["/opt/x"])), 0, 0, 0o755)
+    text = un.render_units(spec)[spec.unit].replace(un.X_PREFIX + "Declaration={", un.X_PREFIX + "Declaration={x")
+    with pytest.raises(er.OverlayError, match="Declaration key of the unit for /srv/a is damaged; apply the overlay"):
+        un.read_declaration(text)
+
+
+def test_units_of_main_are_the_new_units_without_the_declaration():
+    """The units 0.1.0 (main before the declaration) wrote, stored in fixtures, differ only by that line."""
+    with open(os.path.join(os.path.dirname(__file__), "fixtures", "units-main.json"), encoding="utf-8") as fh:
+        cases = json.load(fh)
+    for case in cases.values():
+        spec = sp.resolve_ownership(sp.build_spec(case["params"]), 1000, 100, 0o711)
+        new = un.render_units(spec)
+        assert {n: without_declaration(t) for n, t in new.items()} == case["units"]
+        assert [n for n in new if new[n] != case["units"][n]] == [spec.unit]
+
+
 def test_params_from_unit_refuses_foreign_units():
     with pytest.raises(er.OverlayError, match="not written by overlayfs.systemd"):
-        un.params_from_unit("[Mount]\nWhat=/dev/sdb1\nWhere=/srv/x\n")
+        un.read_declaration("[Mount]\nWhat=/dev/sdb1\nWhere=/srv/x\n")
 
 
 def test_parse_unit_last_wins_comments_and_percent():

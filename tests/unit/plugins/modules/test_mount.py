@@ -395,3 +395,28 @@ def test_absent_in_check_mode_changes_nothing(host):
     assert any(a.startswith("purge ") for a in r["actions"])
     assert host.mutating() == []
     assert host.unit_text(r["unit"]) is not None and os.path.isdir(r["upperdir"])
+
+
+def as_written_by_main(host, name):
+    """Turn a unit into what 0.1.0 wrote: the same text without the declaration line."""
+    path = host.unit_dir / name
+    text = path.read_text()
+    path.write_text("".join(x for x in text.splitlines(True) if not x.startswith(un.X_PREFIX + "Declaration=")))
+    return text
+
+
+@pytest.mark.parametrize("upper", ["persistent", "tmpfs"])
+def test_unit_of_main_is_upgraded_in_place(host, upper):
+    """A live overlay whose unit main wrote: one write and a daemon-reload, no restart, then idempotent."""
+    ok(params(host, upper=upper))
+    unit = nm.unit_name(host.path("srv/app"))
+    new_text = as_written_by_main(host, unit)
+    host.commands.clear()
+    checked = ok(params(host, upper=upper), check_mode=True)
+    assert checked["changed"] and checked["actions"] == ["write %s" % unit, "daemon-reload"]
+    assert host.mutating() == []
+    r = ok(params(host, upper=upper))
+    assert r["changed"] and r["actions"] == ["write %s" % unit, "daemon-reload"] and r["mounted"]
+    assert host.mutating() == [["daemon-reload"]]
+    assert host.unit_text(unit) == new_text
+    assert ok(params(host, upper=upper))["changed"] is False

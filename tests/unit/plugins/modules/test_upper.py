@@ -23,6 +23,7 @@ from fakehost import expect_failed, expect_ok
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _host
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
 from ansible_collections.overlayfs.systemd.plugins.modules import mount as mount_mod
 from ansible_collections.overlayfs.systemd.plugins.modules import upper as mod
 
@@ -360,3 +361,16 @@ def test_discarded_refuses_an_upper_another_overlay_mounts(host, app):
     r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
     assert "still mounted at /srv/intruder" in r["msg"] and "put back" in r["msg"]
     assert len(os.listdir(app["upperdir"])) == 4
+
+
+def test_units_of_main_are_read_like_new_ones(host, app):
+    """A unit main wrote (no declaration): inspected reports the same, committed restacks from its parameters."""
+    new_result = ok({"path": host.path("srv/app")})
+    unit_path = host.unit_dir / app["unit"]
+    text = unit_path.read_text()
+    unit_path.write_text("".join(x for x in text.splitlines(True) if not x.startswith(un.X_PREFIX + "Declaration=")))
+    assert ok({"path": host.path("srv/app")}) == new_result
+    dest = host.path("var/layers/app-1")
+    r = ok({"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]})
+    assert r["lowerdir"] == [dest, host.path("opt/app/v2"), host.path("opt/app/base")]
+    assert un.read_declaration(unit_path.read_text())["lowerdir"] == r["lowerdir"]
