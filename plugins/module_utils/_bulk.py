@@ -31,6 +31,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import
     finish,
     prepare,
     refuse_if_busy,
+    unit_diff,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     ModuleFailure,
@@ -42,7 +43,6 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._host import (
     read_mounts,
     read_text,
     remove_unit,
-    unit_diff,
     write_unit,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._plan import Action

@@ -27,43 +27,32 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _mountinfo, _names, _plan
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _mountinfo, _plan
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     BusyError,
     ModuleFailure,
     OverlayError,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._host import (
-    PRIVATE_DIR_MODE,
     make_dirs_secure,
-    missing_dirs,
+    read_facts,
     read_mounts,
-    read_text,
     remove_created,
     remove_unit,
-    resolve_ids,
-    unit_diff,
-    upper_root_fixes,
     write_unit,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
     mount_at,
     parse_overlay_options,
 )
-from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
-    candidate_units,
-)
 from ansible_collections.overlayfs.systemd.plugins.module_utils._plan import (
     describe_mismatch,
     live_matches,
-    plan,
+    plan_run,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._preflight import (
     busy_error,
-    check_purge,
     preflight,
-    purge_targets,
-    tmpfs_loss_check,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     OverlaySpec,
@@ -83,19 +72,6 @@ class ActivationError(Exception):
         super().__init__("%s: %s" % (step, cause))
         self.step = step
         self.cause = cause
-
-
-def directories_to_create(spec: OverlaySpec) -> list[tuple[str, int, int, int, int]]:
-    """(path, mode, uid, gid, parent_mode) of the directories the overlay needs on disk."""
-    if spec.state == "absent" or spec.upper != "persistent" or spec.upperdir is None or spec.workdir is None:
-        return []
-    if spec.upper_uid is None or spec.upper_gid is None or spec.upper_mode is None:
-        raise OverlayError("the upper root's owner and mode must be resolved first", "mode")
-    parent_mode = PRIVATE_DIR_MODE if spec.default_layout else 0o755
-    return [
-        (spec.upperdir, spec.upper_mode, spec.upper_uid, spec.upper_gid, parent_mode),
-        (spec.workdir, PRIVATE_DIR_MODE, 0, 0, parent_mode),
-    ]
 
 
 def verify_mount(spec: OverlaySpec) -> _mountinfo.MountInfo:
@@ -175,70 +151,10 @@ def _fail(prep_result: dict[str, Any], exc: OverlayError, was_mounted: bool) -> 
     return ModuleFailure(str(exc), result)
 
 
-@dataclass
-class HostFacts:
-    """What the host says about one overlay, read once before planning."""
-
-    mounts: list[_mountinfo.MountInfo]
-    live: _mountinfo.MountInfo | None
-    live_tmpfs: _mountinfo.MountInfo | None
-    current: dict[str, str | None]
-    enabled_now: bool
-    pending_reload: bool
-
-
-def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo] | None) -> HostFacts:
-    """The live mounts, the unit files on disk and systemd's view of them (raises OverlayError)."""
-    mounts = read_mounts() if mounts is None else mounts
-    live = mount_at(mounts, spec.path)
-    if live is not None and live.fstype != "overlay":
-        if spec.state in ("mounted", "present"):
-            raise OverlayError(
-                "path %s is already the mount point of a %s file system (%s); unmount it first"
-                % (spec.path, live.fstype, live.source),
-                "path",
-            )
-        live = None
-    live_tmpfs = mount_at(mounts, _names.tmpfs_dir_for(spec.id))
-    if live_tmpfs is not None and live_tmpfs.fstype != "tmpfs":
-        live_tmpfs = None
-    names = candidate_units(spec.path)
-    current = {n: read_text(os.path.join(_host.UNIT_DIR, n)) for n in names}
-    props = sd.show(names, ["Id", "UnitFileState", "NeedDaemonReload", "ActiveState"])
-    return HostFacts(
-        mounts=mounts,
-        live=live,
-        live_tmpfs=live_tmpfs,
-        current=current,
-        enabled_now=props.get(spec.unit, {}).get("UnitFileState") == "enabled",
-        pending_reload=any(
-            props.get(n, {}).get("NeedDaemonReload") == "yes" for n in names if current.get(n) is not None
-        ),
-    )
-
-
-def _plan_directories(spec: OverlaySpec, pl: _plan.Plan) -> list[tuple[str, int, int, int, int]]:
-    """Record in the plan the directories to create and the upper root attributes to fix; returns the dirs."""
-    dirs = []
-    if spec.state == "absent":
-        return dirs
-    for path, mode, uid, gid, parent_mode in directories_to_create(spec):
-        for d in missing_dirs(path):
-            if d not in pl.create_dirs:
-                pl.create_dirs.append(d)
-        dirs.append((path, mode, uid, gid, parent_mode))
-    if spec.state == "mounted" and not os.path.lexists(spec.path):
-        pl.create_dirs += missing_dirs(spec.path)
-        dirs.append((spec.path, 0o755, 0, 0, 0o755))
-    pl.attribute_fixes = upper_root_fixes(spec)
-    pl.attribute_path = spec.upperdir
-    return dirs
-
-
 def prepare(
     sd: Systemd, params: dict[str, Any], diff: bool = False, mounts: list[_mountinfo.MountInfo] | None = None
 ) -> Prepared:
-    """Validate, read the host once, plan. Changes nothing; raises ModuleFailure on refusal."""
+    """Validate, read the host's facts once, render, check, plan. Changes nothing; raises ModuleFailure on refusal."""
     result: dict[str, Any] = dict(changed=False, reboot_required=False, actions=[], created_directories=[])
     try:
         spec = build_spec(params)
@@ -250,33 +166,15 @@ def prepare(
         upperdir=spec.upperdir,
         workdir=spec.workdir,
     )
-    warnings: list[str] = []
     was_mounted = False
     try:
         facts = read_facts(sd, spec, mounts)
-        was_mounted = facts.live is not None
+        spec, was_mounted = facts.spec, facts.live is not None
+        desired = render_units(spec) if spec.state != "absent" else {}
         if spec.state != "absent":
-            spec = resolve_ids(spec)
-            desired = render_units(spec)
-            result["units"] = list(desired)
-            result["options"] = render_options(spec)
-            warnings += preflight(spec, facts.mounts, facts.current, facts.live, sd.util_linux_version())
-            purge = []
-        else:
-            desired = {}
-            purge = purge_targets(spec, facts.current) if spec.purge else []
-            check_purge(spec, purge, facts.mounts)
-        pl = plan(
-            spec,
-            desired,
-            facts.current,
-            facts.live,
-            facts.live_tmpfs,
-            facts.enabled_now,
-            facts.pending_reload,
-            purge,
-        )
-        tmpfs_loss_check(spec, pl)
+            result.update(units=list(desired), options=render_options(spec))
+        warnings = preflight(spec, facts)
+        pl = plan_run(spec, desired, facts)
     except OverlayError as exc:
         raise _fail(result, exc, was_mounted) from None
     except CommandError as exc:
@@ -285,7 +183,6 @@ def prepare(
         result["units"] = list(pl.remove)
     for name in pl.keep_unmanaged:
         warnings.append("%s/%s exists but was not written by overlayfs.systemd; left alone" % (_host.UNIT_DIR, name))
-    dirs = _plan_directories(spec, pl)
     result["created_directories"] += pl.create_dirs
     result.update(
         actions=[a.text for a in pl.actions()],
@@ -296,7 +193,15 @@ def prepare(
     changed_units = list(pl.write) + list(pl.remove)
     if diff and changed_units:
         result["diff"] = [unit_diff(n, facts.current.get(n), pl.write.get(n)) for n in changed_units]
-    return Prepared(spec, pl, facts.current, facts.mounts, was_mounted, dirs, pl.attribute_fixes, result, warnings)
+    return Prepared(
+        spec, pl, facts.current, facts.mounts, was_mounted, pl.make_dirs, pl.attribute_fixes, result, warnings
+    )
+
+
+def unit_diff(name: str, before: str | None, after: str | None) -> dict[str, str]:
+    """One ``diff`` entry of the result for the unit file ``name``."""
+    path = os.path.join(_host.UNIT_DIR, name)
+    return {"before": before or "", "after": after or "", "before_header": path, "after_header": path}
 
 
 def command_keys(exc: Exception) -> dict[str, Any]:

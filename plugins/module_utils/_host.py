@@ -25,22 +25,27 @@ from typing import Any, TypeVar
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo, _names
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
     UnsafePathError,
 )
+from ansible_collections.overlayfs.systemd.plugins.module_utils._facts import HostFacts, MountPoint
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
     mount_at,
     parse_mountinfo,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
+    candidate_units,
     is_within,
+    overlay_id,
+    tmpfs_dir_for,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     OverlaySpec,
     resolve_ownership,
 )
+from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
 from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
     parse_unit,
 )
@@ -60,8 +65,6 @@ OVERLAY_PARAMS = "/sys/module/overlay/parameters"
 
 
 UNIT_FILE_MODE = 0o644
-
-PRIVATE_DIR_MODE = 0o700
 
 
 def _link_reason(link: str, label: str, mount_point: str) -> str | None:
@@ -363,21 +366,6 @@ def missing_dirs(path: str) -> list[str]:
     return list(reversed(out))
 
 
-def upper_root_fixes(spec: OverlaySpec) -> list[str]:
-    """Explicit owner/group/mode that differ on an existing persistent upper root."""
-    if spec.upper != "persistent" or spec.upperdir is None or not os.path.isdir(spec.upperdir):
-        return []
-    st = os.lstat(spec.upperdir)
-    fixes = []
-    if spec.owner is not None and st.st_uid != spec.upper_uid:
-        fixes.append("owner")
-    if spec.group is not None and st.st_gid != spec.upper_gid:
-        fixes.append("group")
-    if spec.mode is not None and stat.S_IMODE(st.st_mode) != spec.upper_mode:
-        fixes.append("mode")
-    return fixes
-
-
 def remove_created(created: list[str], mounts: list[_mountinfo.MountInfo]) -> list[str]:
     errors = []
     for d in reversed(created):
@@ -415,11 +403,6 @@ def managed_overlays() -> dict[str, str]:
     }
 
 
-def unit_diff(name: str, before: str | None, after: str | None) -> dict[str, str]:
-    path = os.path.join(UNIT_DIR, name)
-    return {"before": before or "", "after": after or "", "before_header": path, "after_header": path}
-
-
 def unit_files(unit_dir: str) -> dict[str, str]:
     """Text of the regular .mount and .service files in ``unit_dir`` (symlinks such as masks skipped)."""
     files: dict[str, str] = {}
@@ -435,3 +418,95 @@ def unit_files(unit_dir: str) -> dict[str, str]:
         if text is not None:
             files[name] = text
     return files
+
+
+def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo] | None = None) -> HostFacts:
+    """Read every host fact the preflight and the plan of ``spec`` need (raises OverlayError, CommandError).
+
+    ``mounts``: mountinfo already read (bulk mode), or None to read it here.
+    """
+    mounts = read_mounts() if mounts is None else mounts
+    live = mount_at(mounts, spec.path)
+    if live is not None and live.fstype != "overlay":
+        if spec.state in ("mounted", "present"):
+            raise OverlayError(
+                "path %s is already the mount point of a %s file system (%s); unmount it first"
+                % (spec.path, live.fstype, live.source),
+                "path",
+            )
+        live = None
+    live_tmpfs = mount_at(mounts, tmpfs_dir_for(spec.id))
+    if live_tmpfs is not None and live_tmpfs.fstype != "tmpfs":
+        live_tmpfs = None
+    names = candidate_units(spec.path)
+    current = {n: read_text(os.path.join(UNIT_DIR, n)) for n in names}
+    props = sd.show(names, ["Id", "UnitFileState", "NeedDaemonReload", "ActiveState"])
+    facts = HostFacts(
+        spec=spec,
+        mounts=mounts,
+        live=live,
+        live_tmpfs=live_tmpfs,
+        current=current,
+        enabled_now=props.get(spec.unit, {}).get("UnitFileState") == "enabled",
+        pending_reload=any(
+            props.get(n, {}).get("NeedDaemonReload") == "yes" for n in names if current.get(n) is not None
+        ),
+        tmpfs_upper_entries=dir_entries(tmpfs_dir_for(spec.id) + "/upper") or [],
+    )
+    if spec.state == "absent":
+        if spec.purge:
+            facts.purge_targets = purge_targets(spec, current)
+            facts.symlinks = {t for t in facts.purge_targets if os.path.islink(t)}
+        return facts
+    facts.spec = resolve_ids(spec)
+    facts.util_linux = sd.util_linux_version()
+    _observe_layers(facts.spec, facts)
+    return facts
+
+
+def _observe_layers(spec: OverlaySpec, facts: HostFacts) -> None:
+    """The directories of the layers and the mount point as they are now."""
+    for low in spec.lowerdir:
+        facts.lowers[low] = (
+            "" if os.path.isdir(low) else "does not exist" if not os.path.lexists(low) else "is not a directory"
+        )
+    if spec.upper == "persistent" and spec.upperdir is not None and spec.workdir is not None:
+        try:
+            facts.layer_devs = (
+                os.stat(nearest_existing(spec.upperdir)).st_dev,
+                os.stat(nearest_existing(spec.workdir)).st_dev,
+            )
+        except OSError:
+            facts.layer_devs = None
+        facts.workdir_fresh = workdir_is_fresh(spec.workdir)
+        if os.path.isdir(spec.upperdir):
+            st = os.lstat(spec.upperdir)
+            facts.upper_root = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+        for path in (spec.upperdir, spec.workdir):
+            facts.missing[path] = missing_dirs(path)
+    facts.missing[spec.path] = missing_dirs(spec.path)
+    if facts.live is None and spec.state in ("mounted", "present"):
+        facts.mount_point = MountPoint(
+            islink=os.path.islink(spec.path),
+            exists=os.path.lexists(spec.path),
+            isdir=os.path.isdir(spec.path),
+            entries=dir_entries(spec.path),
+        )
+    facts.in_fstab = fstab_has(spec.path)
+
+
+def purge_targets(spec: OverlaySpec, current: dict[str, str | None]) -> list[str]:
+    """Existing directories purge=true deletes: those the managed unit recorded, or the spec's."""
+    keys = parse_unit(current.get(spec.unit)).managed
+    if keys:
+        up, work = keys.get("Upperdir"), keys.get("Workdir")
+        kind = keys.get("Upper")
+    else:
+        up, work, kind = spec.upperdir, spec.workdir, spec.upper
+    if kind != "persistent" or not up or not work:
+        return []
+    targets = [x for x in (up, work) if os.path.lexists(x)]
+    base = "%s/%s" % (_names.PERSISTENT_BASE, overlay_id(spec.path))
+    if up == base + "/upper" and work == base + "/work" and os.path.lexists(base):
+        targets.append(base)
+    return targets

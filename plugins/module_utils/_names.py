@@ -25,6 +25,8 @@ PERSISTENT_BASE = "/var/lib/overlayfs"
 
 #: Base directory of the per-overlay tmpfs mount points.
 TMPFS_BASE = "/run/overlayfs"
+#: Mode of the directories only the overlay uses (workdir, the default layout's parents).
+PRIVATE_DIR_MODE = 0o700
 
 UNIT_NAME_MAX = 255
 
