@@ -239,20 +239,18 @@ def apply_files(module: AnsibleModule, sd: Systemd, prep: Prepared) -> None:
                     os.fchmod(fd, spec.upper_mode)
             finally:
                 os.close(fd)
-        for unit in pl.stop:
-            step = "stop %s" % unit
-            sd.stop(unit)
-        for name in pl.disable:
-            step = "disable %s" % name
-            sd.disable(name)
-        for name, text in pl.write.items():
-            step = "write %s" % name
+        for verb, names, run in (("stop", pl.stop, sd.stop), ("disable", pl.disable, sd.disable)):
+            for name in names:
+                step = "%s %s" % (verb, name)
+                run(name)
+        changes = [(name, text) for name, text in pl.write.items()] + [(name, None) for name in pl.remove]
+        for name, text in changes:
+            step = "%s %s" % ("remove" if text is None else "write", name)
             prep.touched.append(name)
-            write_unit(module, name, text)
-        for name in pl.remove:
-            step = "remove %s" % name
-            prep.touched.append(name)
-            remove_unit(name)
+            if text is None:
+                remove_unit(name)
+            else:
+                write_unit(module, name, text)
     except (CommandError, OverlayError, OSError) as exc:
         raise ActivationError(step, exc) from exc
 
