@@ -51,7 +51,6 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._plan import (
     plan_run,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._preflight import (
-    busy_error,
     preflight,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
@@ -214,7 +213,7 @@ def command_keys(exc: Exception) -> dict[str, Any]:
 def refuse_if_busy(prep: Prepared) -> None:
     """Refuse (ModuleFailure, nothing touched) when the run must stop a busy overlay."""
     if prep.plan.stop:
-        busy = busy_error(prep.spec, prep.plan.stop, prep.mounts)
+        busy = _host.busy_error(prep.spec, prep.plan.stop, prep.mounts)
         if busy is not None:
             raise _fail(prep.result, busy, prep.was_mounted)
 

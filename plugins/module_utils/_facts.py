@@ -50,7 +50,8 @@ class HostFacts:
     layer_devs: tuple[int, int] | None = None
     workdir_fresh: bool = True
     mount_point: MountPoint | None = None
-    in_fstab: bool = False
+    #: The fstab that also lists the mount point (None: it does not).
+    fstab: str | None = None
     tmpfs_upper_entries: list[str] = field(default_factory=list)
     #: Existing directories purge=true would delete (state=absent), and those of them that are symlinks.
     purge_targets: list[str] = field(default_factory=list)

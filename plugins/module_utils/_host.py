@@ -27,6 +27,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo, _names
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
+    BusyError,
     OverlayError,
     UnsafePathError,
 )
@@ -34,6 +35,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._facts import Ho
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
     mount_at,
     parse_mountinfo,
+    submounts,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
     candidate_units,
@@ -492,7 +494,7 @@ def _observe_layers(spec: OverlaySpec, facts: HostFacts) -> None:
             isdir=os.path.isdir(spec.path),
             entries=dir_entries(spec.path),
         )
-    facts.in_fstab = fstab_has(spec.path)
+    facts.fstab = FSTAB if fstab_has(spec.path) else None
 
 
 def purge_targets(spec: OverlaySpec, current: dict[str, str | None]) -> list[str]:
@@ -510,3 +512,34 @@ def purge_targets(spec: OverlaySpec, current: dict[str, str | None]) -> list[str
     if up == base + "/upper" and work == base + "/work" and os.path.lexists(base):
         targets.append(base)
     return targets
+
+
+#: The way out of a busy overlay that the mount module offers.
+BUSY_HINT = "Stop these processes or unmount these, or use apply: next_boot"
+
+
+def busy_error(
+    spec: OverlaySpec, stop_units: list[str], mounts: list[_mountinfo.MountInfo], hint: str = BUSY_HINT
+) -> BusyError | None:
+    """The refusal to stop ``stop_units`` while processes or other mounts use them (None when free)."""
+    checks = []
+    if spec.unit in stop_units:
+        checks.append(spec.path)
+    tmpfs_dir = _names.tmpfs_dir_for(spec.id)
+    if spec.tmpfs_unit in stop_units:
+        checks.append(tmpfs_dir)
+    holders: list[dict[str, Any]] = []
+    subs: list[str] = []
+    for mp in checks:
+        holders += find_holders(mp, PROC_ROOT)
+        subs += [s for s in submounts(mounts, mp) if s != spec.path]
+    if holders or subs:
+        parts = ["pid %d (%s): %s" % (h["pid"], h["comm"], h["reason"]) for h in holders]
+        parts += ["mount %s" % s for s in subs]
+        return BusyError(
+            "overlay %s is busy, refusing to stop it; nothing was changed. In use by: %s."
+            % (spec.path, "; ".join(parts)),
+            holders,
+            hint,
+        )
+    return None

@@ -14,17 +14,11 @@ or returns warnings.
 
 from __future__ import annotations
 
-from typing import Any
-
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _mountinfo, _names
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
-    BusyError,
     OverlayError,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._facts import HostFacts, MountPoint
-from ansible_collections.overlayfs.systemd.plugins.module_utils._host import (
-    find_holders,
-)
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
     OverlayOptions,
     mount_at,
@@ -75,10 +69,10 @@ def preflight(spec: OverlaySpec, facts: HostFacts) -> list[str]:
     if facts.mount_point is not None:
         check_mount_point(spec, facts.mount_point)
     warnings += check_option_sizes(spec, facts.util_linux)
-    if facts.in_fstab:
+    if facts.fstab is not None:
         warnings.append(
             "%s also appears in %s; a unit in /etc/systemd/system takes precedence, remove the fstab line"
-            % (spec.path, _host.FSTAB)
+            % (spec.path, facts.fstab)
         )
     return warnings
 
@@ -217,34 +211,3 @@ def check_purge(spec: OverlaySpec, facts: HostFacts) -> None:
             raise OverlayError("purge refuses %s: it is or contains a mount point; unmount it first" % t, "purge")
         if t in facts.symlinks:
             raise OverlayError("purge refuses %s: it is a symlink" % t, "purge")
-
-
-#: The way out of a busy overlay that the mount module offers.
-BUSY_HINT = "Stop these processes or unmount these, or use apply: next_boot"
-
-
-def busy_error(
-    spec: OverlaySpec, stop_units: list[str], mounts: list[_mountinfo.MountInfo], hint: str = BUSY_HINT
-) -> BusyError | None:
-    """The refusal to stop ``stop_units`` while processes or other mounts use them (None when free)."""
-    checks = []
-    if spec.unit in stop_units:
-        checks.append(spec.path)
-    tmpfs_dir = _names.tmpfs_dir_for(spec.id)
-    if spec.tmpfs_unit in stop_units:
-        checks.append(tmpfs_dir)
-    holders: list[dict[str, Any]] = []
-    subs: list[str] = []
-    for mp in checks:
-        holders += find_holders(mp, _host.PROC_ROOT)
-        subs += [s for s in submounts(mounts, mp) if s != spec.path]
-    if holders or subs:
-        parts = ["pid %d (%s): %s" % (h["pid"], h["comm"], h["reason"]) for h in holders]
-        parts += ["mount %s" % s for s in subs]
-        return BusyError(
-            "overlay %s is busy, refusing to stop it; nothing was changed. In use by: %s."
-            % (spec.path, "; ".join(parts)),
-            holders,
-            hint,
-        )
-    return None

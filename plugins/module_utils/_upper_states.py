@@ -27,7 +27,6 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _errors as er
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _oci
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _layercopy as lc
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _preflight as pre
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _upper as up
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     ModuleFailure,
@@ -151,7 +150,7 @@ BUSY_HINT = "Stop these processes or unmount these"
 
 def refuse_if_in_use(ov: Overlay, result: dict[str, Any]) -> None:
     """Refuse (nothing changed) when processes or mounts use the overlay."""
-    busy = pre.busy_error(build_spec(ov.params), [ov.unit], _host.read_mounts(), hint=BUSY_HINT)
+    busy = _host.busy_error(build_spec(ov.params), [ov.unit], _host.read_mounts(), hint=BUSY_HINT)
     if busy is not None:
         raise er.ModuleFailure(str(busy), dict(result, holders=busy.holders, param="path"))
 
