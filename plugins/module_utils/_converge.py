@@ -27,7 +27,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _mountinfo, _plan
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _mountinfo, _names, _plan
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     BusyError,
     ModuleFailure,
@@ -161,7 +161,7 @@ def prepare(
         raise _fail(result, exc, False) from None
     result.update(
         unit=spec.unit,
-        unit_path=os.path.join(_host.UNIT_DIR, spec.unit),
+        unit_path=os.path.join(_names.ROOTS.unit_dir, spec.unit),
         upperdir=spec.upperdir,
         workdir=spec.workdir,
     )
@@ -181,7 +181,9 @@ def prepare(
     if spec.state == "absent":
         result["units"] = list(pl.remove)
     for name in pl.keep_unmanaged:
-        warnings.append("%s/%s exists but was not written by overlayfs.systemd; left alone" % (_host.UNIT_DIR, name))
+        warnings.append(
+            "%s/%s exists but was not written by overlayfs.systemd; left alone" % (_names.ROOTS.unit_dir, name)
+        )
     result["created_directories"] += pl.create_dirs
     result.update(
         actions=[a.text for a in pl.actions()],
@@ -199,7 +201,7 @@ def prepare(
 
 def unit_diff(name: str, before: str | None, after: str | None) -> dict[str, str]:
     """One ``diff`` entry of the result for the unit file ``name``."""
-    path = os.path.join(_host.UNIT_DIR, name)
+    path = os.path.join(_names.ROOTS.unit_dir, name)
     return {"before": before or "", "after": after or "", "before_header": path, "after_header": path}
 
 
@@ -242,7 +244,8 @@ def apply_files(module: AnsibleModule, sd: Systemd, prep: Prepared) -> None:
             for name in names:
                 step = "%s %s" % (verb, name)
                 run(name)
-        changes = [(name, text) for name, text in pl.write.items()] + [(name, None) for name in pl.remove]
+        changes: list[tuple[str, str | None]] = list(pl.write.items())
+        changes += [(name, None) for name in pl.remove]
         for name, text in changes:
             step = "%s %s" % ("remove" if text is None else "write", name)
             prep.touched.append(name)

@@ -54,17 +54,6 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
 
 T = TypeVar("T")
 
-# File-system roots; overridden only by unit tests.
-UNIT_DIR = "/etc/systemd/system"
-
-MOUNTINFO = "/proc/self/mountinfo"
-
-PROC_ROOT = "/proc"
-
-FSTAB = "/etc/fstab"
-#: The overlay module's defaults (what a mount shows no option for).
-OVERLAY_PARAMS = "/sys/module/overlay/parameters"
-
 
 UNIT_FILE_MODE = 0o644
 
@@ -252,7 +241,7 @@ def read_text(path: str) -> str | None:
 
 
 def read_mounts() -> list[_mountinfo.MountInfo]:
-    return parse_mountinfo(read_text(MOUNTINFO) or "")
+    return parse_mountinfo(read_text(_names.ROOTS.mountinfo) or "")
 
 
 def resolve_ids(spec: OverlaySpec) -> OverlaySpec:
@@ -297,7 +286,7 @@ def _lookup_id(name: str, param: str) -> int:
 
 
 def fstab_has(path: str) -> bool:
-    text = read_text(FSTAB) or ""
+    text = read_text(_names.ROOTS.fstab) or ""
     for line in text.splitlines():
         fields = line.split()
         if len(fields) >= 2 and not fields[0].startswith("#"):
@@ -345,16 +334,19 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def write_unit(module: AnsibleModule, name: str, text: str) -> None:
-    """Write a unit file atomically (0644) into UNIT_DIR."""
+    """Write a unit file atomically (0644) into the unit directory."""
     data = text.encode("utf-8", "surrogateescape")
     write_file(
-        module=module, path=os.path.join(UNIT_DIR, name), mode=UNIT_FILE_MODE, write=lambda fd: write_all(fd, data)
+        module=module,
+        path=os.path.join(_names.ROOTS.unit_dir, name),
+        mode=UNIT_FILE_MODE,
+        write=lambda fd: write_all(fd, data),
     )
 
 
 def remove_unit(name: str) -> None:
     try:
-        os.unlink(os.path.join(UNIT_DIR, name))
+        os.unlink(os.path.join(_names.ROOTS.unit_dir, name))
     except FileNotFoundError:
         pass
 
@@ -382,15 +374,15 @@ def remove_created(created: list[str], mounts: list[_mountinfo.MountInfo]) -> li
 
 
 def managed_units() -> dict[str, dict[str, str]]:
-    """Unit name -> ``X-OverlayfsSystemd-*`` keys of every unit file this collection wrote in UNIT_DIR."""
+    """Unit name -> ``X-OverlayfsSystemd-*`` keys of every unit file this collection wrote in the unit directory."""
     try:
-        names = sorted(os.listdir(UNIT_DIR))
+        names = sorted(os.listdir(_names.ROOTS.unit_dir))
     except FileNotFoundError:
         return {}
     out = {}
     for name in names:
         if name.endswith((".mount", ".target")):
-            keys = parse_unit(read_text(os.path.join(UNIT_DIR, name))).managed
+            keys = parse_unit(read_text(os.path.join(_names.ROOTS.unit_dir, name))).managed
             if keys:
                 out[name] = keys
     return out
@@ -441,7 +433,7 @@ def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo
     if live_tmpfs is not None and live_tmpfs.fstype != "tmpfs":
         live_tmpfs = None
     names = candidate_units(spec.path)
-    current = {n: read_text(os.path.join(UNIT_DIR, n)) for n in names}
+    current = {n: read_text(os.path.join(_names.ROOTS.unit_dir, n)) for n in names}
     props = sd.show(names, ["Id", "UnitFileState", "NeedDaemonReload", "ActiveState"])
     facts = HostFacts(
         spec=spec,
@@ -494,7 +486,7 @@ def _observe_layers(spec: OverlaySpec, facts: HostFacts) -> None:
             isdir=os.path.isdir(spec.path),
             entries=dir_entries(spec.path),
         )
-    facts.fstab = FSTAB if fstab_has(spec.path) else None
+    facts.fstab = _names.ROOTS.fstab if fstab_has(spec.path) else None
 
 
 def purge_targets(spec: OverlaySpec, current: dict[str, str | None]) -> list[str]:
@@ -508,7 +500,7 @@ def purge_targets(spec: OverlaySpec, current: dict[str, str | None]) -> list[str
     if kind != "persistent" or not up or not work:
         return []
     targets = [x for x in (up, work) if os.path.lexists(x)]
-    base = "%s/%s" % (_names.PERSISTENT_BASE, overlay_id(spec.path))
+    base = "%s/%s" % (_names.ROOTS.persistent_base, overlay_id(spec.path))
     if up == base + "/upper" and work == base + "/work" and os.path.lexists(base):
         targets.append(base)
     return targets
@@ -531,7 +523,7 @@ def busy_error(
     holders: list[dict[str, Any]] = []
     subs: list[str] = []
     for mp in checks:
-        holders += find_holders(mp, PROC_ROOT)
+        holders += find_holders(mp, _names.ROOTS.proc)
         subs += [s for s in submounts(mounts, mp) if s != spec.path]
     if holders or subs:
         parts = ["pid %d (%s): %s" % (h["pid"], h["comm"], h["reason"]) for h in holders]

@@ -18,7 +18,6 @@ import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host as hostio
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
@@ -60,6 +59,18 @@ class FakeHost:
         #: Units whose next start fails once with this stderr (a restart after rollback works).
         self.fail_once: dict[str, str] = {}
         self.util_linux = "2.38.1"
+        #: The overlay module's parameters (/sys/module/overlay/parameters): empty, so every default is off.
+        self.overlay_params = root / "sys" / "module" / "overlay" / "parameters"
+        self.overlay_params.mkdir(parents=True)
+        self.roots = nm.Roots(
+            persistent_base=str(root / "var" / "lib" / "overlayfs"),
+            tmpfs_base=str(root / "run" / "overlayfs"),
+            unit_dir=str(self.unit_dir),
+            mountinfo=str(self.mountinfo),
+            proc=str(self.proc),
+            fstab=str(root / "fstab"),
+            overlay_params=str(self.overlay_params),
+        )
         self.next_id = 200
         self.active: set[str] = set()
 
@@ -195,12 +206,8 @@ class FakeHost:
 
 def make_host(tmp_path, monkeypatch) -> FakeHost:
     h = FakeHost(tmp_path)
-    monkeypatch.setattr(hostio, "UNIT_DIR", str(h.unit_dir))
-    monkeypatch.setattr(hostio, "MOUNTINFO", str(h.mountinfo))
-    monkeypatch.setattr(hostio, "PROC_ROOT", str(h.proc))
-    monkeypatch.setattr(hostio, "FSTAB", str(tmp_path / "fstab"))
-    monkeypatch.setattr(nm, "PERSISTENT_BASE", str(tmp_path / "var" / "lib" / "overlayfs"))
-    monkeypatch.setattr(nm, "TMPFS_BASE", str(tmp_path / "run" / "overlayfs"))
+    # The one injection point of the host's places: every module_utils file reads them from _names.ROOTS.
+    monkeypatch.setattr(nm, "ROOTS", h.roots)
 
     def exit_json(self, **kw):
         raise AnsibleExitJson(kw)

@@ -72,7 +72,7 @@ def test_check_mode_changes_nothing(host):
     r = ok({"overlays": kiosk(host), "target": "overlays.target"}, check_mode=True, diff=True)
     assert r["changed"] and all(x["changed"] and not x["mounted"] for x in r["results"])
     assert os.listdir(host.unit_dir) == []
-    assert not os.path.exists(nm.PERSISTENT_BASE)
+    assert not os.path.exists(nm.ROOTS.persistent_base)
     assert host.mutating() == []
     headers = [d["after_header"] for d in r["diff"]]
     assert str(host.unit_dir / "overlays.target") in headers
