@@ -87,40 +87,6 @@ def verify_mount(spec: OverlaySpec) -> _mountinfo.MountInfo:
     return live
 
 
-def rollback(
-    module: AnsibleModule,
-    sd: Systemd,
-    spec: OverlaySpec,
-    current: dict[str, str | None],
-    touched: list[str],
-    created: list[str],
-    was_mounted: bool,
-) -> list[str]:
-    """Undo what this run did; returns the problems met (best effort)."""
-    problems = []
-    for name in touched:
-        try:
-            old = current.get(name)
-            if old is None:
-                remove_unit(name)
-            else:
-                write_unit(module, name, old)
-        except OSError as exc:
-            problems.append("restore %s: %s" % (name, exc))
-    if touched:
-        try:
-            sd.daemon_reload()
-        except CommandError as exc:
-            problems.append(str(exc))
-    if was_mounted and mount_at(read_mounts(), spec.path) is None:
-        try:
-            sd.start(spec.unit)
-        except CommandError as exc:
-            problems.append("restart of the previous overlay: %s" % exc)
-    problems += remove_created(created, read_mounts())
-    return problems
-
-
 # ---------------------------------------------------------------------------
 # The phases of one converge
 # ---------------------------------------------------------------------------
@@ -151,7 +117,7 @@ def _fail(prep_result: dict[str, Any], exc: OverlayError, was_mounted: bool) -> 
 
 
 def prepare(
-    sd: Systemd, params: dict[str, Any], diff: bool = False, mounts: list[_mountinfo.MountInfo] | None = None
+    sd: Systemd, params: dict[str, Any], *, diff: bool = False, mounts: list[_mountinfo.MountInfo] | None = None
 ) -> Prepared:
     """Validate, read the host's facts once, render, check, plan. Changes nothing; raises ModuleFailure on refusal."""
     result: dict[str, Any] = dict(changed=False, reboot_required=False, actions=[], created_directories=[])
@@ -289,6 +255,33 @@ def finish(prep: Prepared) -> dict[str, Any]:
     return prep.result
 
 
+def rollback(module: AnsibleModule, sd: Systemd, prep: Prepared) -> list[str]:
+    """Undo what this run did (units written, directories created, the overlay stopped); returns the problems met."""
+    spec = prep.spec
+    problems = []
+    for name in prep.touched:
+        try:
+            old = prep.current.get(name)
+            if old is None:
+                remove_unit(name)
+            else:
+                write_unit(module, name, old)
+        except OSError as exc:
+            problems.append("restore %s: %s" % (name, exc))
+    if prep.touched:
+        try:
+            sd.daemon_reload()
+        except CommandError as exc:
+            problems.append(str(exc))
+    if prep.was_mounted and mount_at(read_mounts(), spec.path) is None:
+        try:
+            sd.start(spec.unit)
+        except CommandError as exc:
+            problems.append("restart of the previous overlay: %s" % exc)
+    problems += remove_created(prep.created, read_mounts())
+    return problems
+
+
 def rollback_failure(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: ActivationError) -> ModuleFailure:
     """Roll back what this run did and describe the failure."""
     spec = prep.spec
@@ -297,7 +290,7 @@ def rollback_failure(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: Ac
         for t in (sd.journal_tail(u) for u in [spec.unit, spec.prepare_unit, spec.tmpfs_unit] if u in prep.current)
         if t
     )
-    problems = rollback(module, sd, spec, prep.current, prep.touched, prep.created, prep.was_mounted)
+    problems = rollback(module, sd, prep)
     final = mount_at(read_mounts(), spec.path)
     result = dict(prep.result, mounted=final is not None and final.fstype == "overlay", journal=journal)
     cause = exc.cause
