@@ -73,7 +73,7 @@ seealso:
     description: Every overlay of a host and the drift between its units and the live mount.
   - module: overlayfs.systemd.upper
     description: Inspect, discard, commit or export the upper layer of an overlay this module manages.
-  - ref: overlayfs.systemd.docsite.mount
+  - ref: ansible_collections.overlayfs.systemd.docsite.mount
     description: The mount model guide (layers, upper kinds, states, apply policy, checks).
   - name: overlayfs kernel documentation
     description: Layers, features and their conflicts.

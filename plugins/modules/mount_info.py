@@ -64,7 +64,7 @@ seealso:
     description: Many overlays in one call.
   - module: overlayfs.systemd.upper
     description: What an overlay's upper layer changes, file by file.
-  - ref: overlayfs.systemd.docsite.mount_info
+  - ref: ansible_collections.overlayfs.systemd.docsite.mount_info
     description: The guide to the report and to finding broken kiosks across an inventory.
   - name: overlayfs kernel documentation
     description: Layers, features and their mount options.

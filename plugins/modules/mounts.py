@@ -35,7 +35,7 @@ seealso:
     description: Read the overlays of a host and their drift from the units.
   - module: overlayfs.systemd.upper
     description: Inspect, discard, commit or export the upper layer of one of these overlays.
-  - ref: overlayfs.systemd.docsite.fleet
+  - ref: ansible_collections.overlayfs.systemd.docsite.fleet
     description: The fleet guide (the overlays role built on this module, group_vars layout, rolling reboots).
 attributes:
   check_mode:

@@ -121,7 +121,7 @@ seealso:
     description: Sets up the overlays this module works on.
   - module: overlayfs.systemd.mount_info
     description: Every overlay of a host, its upper kind and its drift.
-  - ref: overlayfs.systemd.docsite.upper
+  - ref: ansible_collections.overlayfs.systemd.docsite.upper
     description: The upper layer's lifecycle guide, with the benchmark.
   - name: OCI image layer specification
     description: Whiteouts and opaque markers in layer tars.
