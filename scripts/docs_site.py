@@ -108,7 +108,7 @@ def render_plot(src: Path, name: str, spec: dict[str, str], rows: list[list[str]
     label_cols = [int(c) - 1 for c in spec["label"].split(",")]
     bar_cols = [int(c) - 1 for c in spec["bars"].split(",")]
     labels = [" ".join(r[c] for c in label_cols) for r in body]
-    fig, ax = plt.subplots(figsize=(8, 0.55 * len(body) * len(bar_cols) + 1.2), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(body) * len(bar_cols) + 1.4), dpi=100)
     height = 0.8 / len(bar_cols)
     for k, col in enumerate(bar_cols):
         values = [float(NUMBER.search(r[col]).group().replace(",", "")) for r in body]

@@ -5,7 +5,9 @@
 #   publish.sh check   galaxy-importer (Galaxy's defaults, offline, no
 #                      ansible-test container) on the built tarball; a
 #                      release-notes preview (antsibull-changelog release on a
-#                      scratch copy) that must list every module, role and filter
+#                      scratch copy) that must list every module, role and filter;
+#                      the install paths of README.md (git, requirements.yml,
+#                      tarball) and its collections: keyword pitfall
 #   publish.sh docs    the antsibull-docs site with the guides of docs/*.md,
 #                      diagrams (graphviz) and plots (matplotlib), built
 #                      offline with -W into .cache/publish/html; then every
@@ -147,8 +149,75 @@ docs() {
   python scripts/docs_browser.py "$html" "$OUT/screenshots" index.html kiosk.html collection/mounts_module.html
 }
 
+# quiet LOG CMD...: run CMD with its output in LOG, shown only when it fails.
+quiet() {
+  local logf=$1
+  shift
+  "$@" > "$logf" 2>&1 || { cat "$logf"; die "failed: $*"; }
+}
+
+# The install paths README.md gives, with a file:// URL standing in for the
+# forge: from git (ansible-galaxy and a requirements.yml, as AWX and
+# ansible-pull use it) and from the tarball.
+install_paths() {
+  local dir=$OUT/install ref name
+  ref=$(git rev-parse HEAD)
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  # Each into an empty path that is the only one Ansible looks in (a copy
+  # installed elsewhere would make ansible-galaxy skip the install).
+  ANSIBLE_COLLECTIONS_PATH=$dir/git quiet "$dir/git.log" \
+    ansible-galaxy collection install "git+file://$ROOT,$ref" -p "$dir/git"
+  cat > "$dir/requirements.yml" <<YML
+---
+collections:
+  - name: git+file://$ROOT
+    type: git
+    version: $ref
+YML
+  ANSIBLE_COLLECTIONS_PATH=$dir/requirements quiet "$dir/requirements.log" \
+    ansible-galaxy collection install -r "$dir/requirements.yml" -p "$dir/requirements"
+  ANSIBLE_COLLECTIONS_PATH=$dir/tarball quiet "$dir/tarball.log" \
+    ansible-galaxy collection install "$OUT"/import/overlayfs-systemd-*.tar.gz -p "$dir/tarball"
+  for name in git requirements tarball; do
+    [ -f "$dir/$name/ansible_collections/overlayfs/systemd/galaxy.yml" ] \
+      || [ -f "$dir/$name/ansible_collections/overlayfs/systemd/MANIFEST.json" ] || die "install from $name: nothing installed"
+    ANSIBLE_COLLECTIONS_PATH=$dir/$name ansible-doc overlayfs.systemd.mount >/dev/null
+    echo "install from $name: ok, ansible-doc overlayfs.systemd.mount loads"
+  done
+}
+
+# README's warning: with `collections: [overlayfs.systemd]`, a bare `mount:`
+# meant for ansible.posix.mount is ours (checked in check mode on the
+# controller; the argument check refuses it before anything runs).
+pitfall() {
+  local out play=$OUT/collections_keyword_pitfall.yml
+  cat > "$play" <<'YML'
+---
+- name: The collections keyword pitfall
+  hosts: localhost
+  gather_facts: false
+  collections:
+    - overlayfs.systemd
+  tasks:
+    - name: An fstab entry, meant for ansible.posix.mount
+      mount:
+        path: /mnt/data
+        src: /dev/vdb1
+        fstype: ext4
+        state: present
+YML
+  if out=$(cd "$OUT" && ANSIBLE_COLLECTIONS_PATH=$OUT/install/tarball ansible-playbook -i localhost, -c local --check \
+    -e 'ansible_python_interpreter={{ ansible_playbook_python }}' "$play" 2>&1); then
+    die "a bare mount: under collections: [overlayfs.systemd] did not resolve to our module"
+  fi
+  echo "$out" | grep -q 'state is present but all of the following are missing: lowerdir' \
+    || { echo "$out"; die "the collections: pitfall changed; update README.md"; }
+  echo "collections: pitfall as README says: a bare mount: resolves to overlayfs.systemd.mount"
+}
+
 case "${1:-}" in
-  check) venv; importer; release_notes ;;
+  check) venv; importer; release_notes; install_paths; pitfall ;;
   docs) need_apt; venv; docs ;;
   *) die "usage: $0 check|docs" ;;
 esac
