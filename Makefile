@@ -1,7 +1,8 @@
 # overlayfs.systemd: the two commands a newcomer needs.
 #   make demo   build the bench, boot a systemd container, apply playbooks/demo.yml, reboot, show what survived
 #   make test   every check: lint, sanity, unit tests, collection build, molecule scenarios
-.PHONY: test demo demo-clean bench lint units
+#   make docs   the documentation site, offline, into .cache/publish/html (checked in headless Chromium)
+.PHONY: test demo demo-clean bench lint units docs
 
 test:
 	bash scripts/test.sh
@@ -17,3 +18,6 @@ bench:
 
 units:
 	OVERLAYFS_SKIP_MOLECULE=1 bash scripts/test.sh
+
+docs:
+	bash scripts/publish.sh docs
