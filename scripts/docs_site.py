@@ -17,12 +17,14 @@ diagrams and the plots.
   bar chart of the first number in each cell of the ``bars`` columns (1-based),
   one group per row named by the ``label`` columns, is added after the table.
 - Links to files of the repository that are not guides point at the
-  repository (galaxy.yml ``repository``); each guide gets the label
+  repository (galaxy.yml ``repository``); a link to a file that does not
+  exist stops the build. Each guide gets the label
   ``ansible_collections.overlayfs.systemd.docsite.<name>`` for ``seealso``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -137,7 +139,10 @@ def fix_link(target: str, guides: set[str], url: str) -> str:
     if path.endswith(".md") and "/" not in path and name in guides:
         page = "index.md" if name == "README.md" else name
         return page + ("#" + anchor if anchor else "")
-    return url + str(Path("docs", path)).replace("docs/../", "") + ("#" + anchor if anchor else "")
+    repo_path = os.path.normpath(os.path.join("docs", path))
+    if repo_path.startswith("..") or not os.path.exists(repo_path):
+        raise SystemExit("a link to %s: no such file in the repository" % target)
+    return url + repo_path + ("#" + anchor if anchor else "")
 
 
 def convert(root: Path, src: Path, md: Path, guides: set[str], url: str) -> tuple[str, int]:
@@ -171,7 +176,10 @@ def convert(root: Path, src: Path, md: Path, guides: set[str], url: str) -> tupl
             pictures += 1
             i = end
             continue
-        out.append(LINK.sub(lambda mm: "](%s)" % fix_link(mm.group(1), guides, url), line))
+        try:
+            out.append(LINK.sub(lambda mm: "](%s)" % fix_link(mm.group(1), guides, url), line))
+        except SystemExit as exc:
+            raise SystemExit("%s:%d: %s" % (md, i + 1, exc)) from None
         i += 1
     name = "index" if md.name == "README.md" else md.stem
     return "(%s%s)=\n\n" % (LABEL, name) + "\n".join(out), pictures
@@ -179,6 +187,7 @@ def convert(root: Path, src: Path, md: Path, guides: set[str], url: str) -> tupl
 
 def main() -> int:
     root, src = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
+    os.chdir(root)
     url = repo_url(root)
     docs = sorted((root / "docs").glob("*.md"))
     guides = {d.name for d in docs}
