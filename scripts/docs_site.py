@@ -110,7 +110,7 @@ def render_plot(src: Path, name: str, spec: dict[str, str], rows: list[list[str]
     label_cols = [int(c) - 1 for c in spec["label"].split(",")]
     bar_cols = [int(c) - 1 for c in spec["bars"].split(",")]
     labels = [" ".join(r[c] for c in label_cols) for r in body]
-    fig, ax = plt.subplots(figsize=(8, 0.32 * len(body) * len(bar_cols) + 1.4), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(body) * len(bar_cols) + 1.8), dpi=100)
     height = 0.8 / len(bar_cols)
     for k, col in enumerate(bar_cols):
         values = [float(NUMBER.search(r[col]).group().replace(",", "")) for r in body]
@@ -121,7 +121,7 @@ def render_plot(src: Path, name: str, spec: dict[str, str], rows: list[list[str]
     ax.invert_yaxis()
     ax.set_xlabel(spec.get("unit", ""))
     ax.set_title(spec.get("title", ""), fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(bar_cols), frameon=False)
     ax.margins(x=0.15)
     fig.tight_layout()
     out = src / "_plots" / (name + ".svg")
