@@ -3,7 +3,8 @@
 #   make test   every check: lint, sanity, unit tests, collection build, molecule scenarios
 #   make lint   ruff, yamllint and ansible-lint only (no Docker, no root)
 #   make units  everything but the molecule scenarios and the VM tests
-.PHONY: test demo demo-clean bench lint units
+#   make docs   the documentation site, offline, into .cache/publish/html (checked in headless Chromium)
+.PHONY: test demo demo-clean bench lint units docs
 
 test:
 	bash scripts/test.sh
@@ -22,3 +23,6 @@ lint:
 
 units:
 	OVERLAYFS_SKIP_MOLECULE=1 bash scripts/test.sh
+
+docs:
+	bash scripts/publish.sh docs

@@ -3,7 +3,8 @@
 # check in order and stops at the first red step. Prints each step's duration.
 #
 #   ruff -> yamllint -> ansible-lint (scripts/lint.sh) -> ansible-test sanity -> pytest units
-#   (with coverage) -> collection build/install -> molecule scenarios
+#   (with coverage) -> collection build/install -> galaxy-importer, release
+#   notes, docs site in headless Chromium -> molecule scenarios
 #   -> vm real-boot tests
 #
 # Needs root on Debian 12 for the molecule steps (installs docker.io and
@@ -62,6 +63,10 @@ timed "ansible-test sanity" scripts/sanity.sh
 timed "pytest units" pytest tests/unit -q -p no:cacheprovider \
   --cov=plugins --cov-report=term --cov-report=xml:.cache/coverage.xml
 timed "collection build+install" scripts/build_install.sh
+# What a user meets first: Galaxy's import of the tarball and the release
+# notes, then the documentation site loaded in a browser (scripts/publish.sh).
+timed "galaxy-importer + release notes" scripts/publish.sh check
+timed "docs site + browser check" scripts/publish.sh docs
 if [ "${OVERLAYFS_SKIP_MOLECULE:-0}" != 1 ]; then
   # One Docker suite at a time on a machine: wait for others holding the
   # bench lock (developers' runs); released when this script exits.

@@ -8,6 +8,7 @@ DOCUMENTATION = r"""
 ---
 name: unit_name
 short_description: The systemd unit name of a mount point
+version_added: 0.1.0
 description:
   - Returns the name systemd gives the mount unit of a path, exactly as C(systemd-escape --path --suffix=mount)
     computes it (for example C(/var/lib/foo-bar) gives C(var-lib-foo\x2dbar.mount)).
@@ -17,6 +18,12 @@ description:
     YAML double-quoted string silently turns C(\x2d) back into C(-).
 author:
   - overlayfs.systemd maintainers (@overlayfs-systemd)
+seealso:
+  - module: overlayfs.systemd.mount
+    description: Names its units with the same code.
+  - name: systemd-escape
+    description: The escaping this filter reproduces.
+    link: https://www.freedesktop.org/software/systemd/man/latest/systemd-escape.html
 options:
   _input:
     description:

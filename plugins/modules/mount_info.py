@@ -9,6 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: mount_info
 short_description: List every OverlayFS mount of a host, its units, tmpfs use and drift
+version_added: 0.1.0
 description:
   - Reports one entry per overlay, whether it is mounted (read from C(/proc/self/mountinfo)) or only declared
     by a unit file that M(overlayfs.systemd.mount) wrote in C(/etc/systemd/system).
@@ -27,18 +28,14 @@ requirements:
   - Linux (C(/proc/self/mountinfo)); systemd (C(systemctl)) for the unit states.
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
     details: The module only reads; it runs the same way in check mode.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
     details: Nothing changes, so there is no diff.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
-    support: full
     details: Always returns C(changed=false).
+extends_documentation_fragment:
+  - overlayfs.systemd.attributes
 options:
   path:
     description:
@@ -62,6 +59,13 @@ notes:
     those inside other containers' namespaces unless they are also mounted here)."
 seealso:
   - module: overlayfs.systemd.mount
+    description: Declare an overlay as systemd units; the overlays it manages are reported with their drift.
+  - module: overlayfs.systemd.mounts
+    description: Many overlays in one call.
+  - module: overlayfs.systemd.upper
+    description: What an overlay's upper layer changes, file by file.
+  - ref: ansible_collections.overlayfs.systemd.docsite.mount_info
+    description: The guide to the report and to finding broken kiosks across an inventory.
   - name: overlayfs kernel documentation
     description: Layers, features and their mount options.
     link: https://docs.kernel.org/filesystems/overlayfs.html

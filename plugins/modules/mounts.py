@@ -9,6 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: mounts
 short_description: Converge many OverlayFS mounts in one call, optionally removing undeclared ones
+version_added: 0.1.0
 description:
   - Converges every overlay of O(overlays) exactly as M(overlayfs.systemd.mount) does (the same code), in one
     module call. C(/proc/self/mountinfo) is read once, every overlay is validated and planned before anything
@@ -29,32 +30,32 @@ requirements:
   - systemd as the init system (C(systemctl)); Linux with the C(overlay) file system.
 seealso:
   - module: overlayfs.systemd.mount
-    description: One overlay; documents every key an item of O(overlays) takes.
+    description: One overlay, the same options as an item of O(overlays).
   - module: overlayfs.systemd.mount_info
     description: Read the overlays of a host and their drift from the units.
+  - module: overlayfs.systemd.upper
+    description: Inspect, discard, commit or export the upper layer of one of these overlays.
+  - ref: ansible_collections.overlayfs.systemd.docsite.fleet
+    description: The fleet guide (the overlays role built on this module, group_vars layout, rolling reboots).
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
     details: Plans every overlay, the removals and the target, and stops before changing anything.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: full
     details: One before/after entry per unit file that changes, of every overlay and of the target.
   safe_file_operations:
-    description: Uses Ansible's strict file operation functions to ensure proper permissions and avoid data corruption.
-    support: full
     details: Every unit file, and the target, is written to a temporary file beside it and moved into place.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
-    support: full
     details: Nothing changes on a second run with the same overlays; no C(daemon-reload) runs.
+extends_documentation_fragment:
+  - overlayfs.systemd.attributes
+  - overlayfs.systemd.attributes.files
+  - overlayfs.systemd.overlay.items
 options:
   overlays:
     description:
-      - The overlays to converge. Each item takes the options of M(overlayfs.systemd.mount) (V(path) is
-        required; V(lowerdir) unless V(state=absent)), checked with the same argument spec.
+      - The overlays to converge. Each item takes the options of M(overlayfs.systemd.mount) (O(overlays[].path) is
+        required; O(overlays[].lowerdir) unless O(overlays[].state=absent)), checked with the same argument spec
+        after O(defaults) is merged under it.
       - Each mount point may be declared once.
     type: list
     elements: dict
@@ -142,6 +143,9 @@ results:
     - One entry per item of O(overlays), in order, with the keys M(overlayfs.systemd.mount) returns (RV(ignore:unit),
       RV(ignore:units), RV(ignore:mounted), RV(ignore:actions), ...) without C(diff), plus C(path) (normalised),
       C(state), and for a refused, busy or failed item C(failed=true) and C(msg) (starting with the path).
+    - "A failed item also carries the failure keys of M(overlayfs.systemd.mount): C(param) (the option a check
+      refused), C(holders) (the processes keeping a busy overlay), C(journal) (the journal tail when starting
+      it failed), C(cmd), C(rc), C(stdout) and C(stderr) (the command that failed)."
   returned: always
   type: list
   elements: dict

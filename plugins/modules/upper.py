@@ -9,6 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: upper
 short_description: Inspect, discard, commit or export the upper layer of an overlay managed by overlayfs.systemd.mount
+version_added: 0.1.0
 description:
   - Works on the overlay mounted at O(path) whose units were written by M(overlayfs.systemd.mount) (they carry
     C(X-OverlayfsSystemd-*) keys). Other overlays are refused.
@@ -26,19 +27,13 @@ requirements:
   - Root (the module reads C(trusted.overlay.*) extended attributes and copies owners and device nodes).
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
     details: Reads the upper layer and reports the same lists and actions it would act on; copies, stops,
       deletes and writes nothing. O(confirm) is not needed in check mode.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: full
     details: For V(discarded) and V(committed), the upper layer's changes as the C(before) text (one line per
       entry, C(+) added, C(~) modified, C(-) deleted, C(!) opaque) and, for V(committed), the unit files that change;
       for V(exported), the archive path and the entries it holds.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: partial
     details:
       - V(inspected) never changes anything.
@@ -46,11 +41,12 @@ attributes:
       - V(committed) reports no change when O(dest) is already the top lower layer and the upper is empty.
       - V(exported) refuses an existing O(dest) unless O(force=true), which writes it again (always changed).
   safe_file_operations:
-    description: Uses Ansible's strict file operation functions to ensure proper permissions and avoid data corruption.
-    support: full
     details: The archive is written to a temporary file in the O(dest) directory and moved into place; a committed
       layer is copied to a hidden sibling of O(dest) and renamed when complete; the old upper and work directories
       are moved aside and deleted only after the overlay runs again.
+extends_documentation_fragment:
+  - overlayfs.systemd.attributes
+  - overlayfs.systemd.attributes.files
 options:
   path:
     description:
@@ -122,6 +118,11 @@ notes:
     times then change."
 seealso:
   - module: overlayfs.systemd.mount
+    description: Sets up the overlays this module works on.
+  - module: overlayfs.systemd.mount_info
+    description: Every overlay of a host, its upper kind and its drift.
+  - ref: ansible_collections.overlayfs.systemd.docsite.upper
+    description: The upper layer's lifecycle guide, with the benchmark.
   - name: OCI image layer specification
     description: Whiteouts and opaque markers in layer tars.
     link: https://github.com/opencontainers/image-spec/blob/main/layer.md
@@ -290,6 +291,29 @@ holders:
   type: list
   elements: dict
   sample: [{pid: 4242, comm: kiosk-browser, reason: "fd 7 /srv/kiosk/profile/lock"}]
+param:
+  description: The option at fault when the module refused the request before changing anything (V(path),
+    V(dest) or V(confirm)); the message names its value and the fix.
+  returned: failure because a check refused the request
+  type: str
+  sample: confirm
+journal:
+  description: With V(committed), the last journal lines of the overlay's units when restacking failed (the old
+    upper, work directories and units were put back).
+  returned: failure while restacking the overlay
+  type: str
+  sample: "2026-01-01T10:00:00+0000 host mount[412]: mount: /srv/kiosk: wrong fs type, bad option..."
+cmd:
+  description: With V(committed), the command that failed while restacking (C(systemctl ...)), as an argv list.
+  returned: failure of a command while restacking the overlay
+  type: list
+  elements: str
+  sample: [/usr/bin/systemctl, start, srv-kiosk.mount]
+rc:
+  description: Exit status of RV(cmd).
+  returned: failure of a command while restacking the overlay
+  type: int
+  sample: 1
 diff:
   description:
     - In diff mode, C(before)/C(after) texts with C(before_header)/C(after_header). For V(discarded) and
