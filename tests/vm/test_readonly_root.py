@@ -34,7 +34,7 @@ STATE: dict[str, str] = {}
 TRIAL_LINK = "etc/systemd/system/timers.target.wants/overlayfs-readonly-root-trial.timer"
 TRIAL_RECORDS = "/var/lib/overlayfs-readonly-root"
 TRIAL_STARTED = "Trial boot of the read-only root"
-TRIAL_REVERTING = "Revert the unconfirmed trial boot"
+TRIAL_REVERTING = "overlayfs.systemd.readonly_root: trial not confirmed within"
 # In the unconfirmed trial: short enough for the suite, long enough for a boot.
 SHORT_TRIAL = 75
 
