@@ -106,7 +106,7 @@ def parse_record(text: str | None) -> dict[str, Any] | None:
     """A trial record: key=value lines, a blank line, then the journal tail."""
     if text is None:
         return None
-    head, _, journal = text.partition("\n\n")
+    head, journal = (text.split("\n\n", 1) + [""])[:2]
     record: dict[str, Any] = {}
     for line in head.splitlines():
         key, eq, value = line.partition("=")

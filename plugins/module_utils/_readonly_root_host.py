@@ -150,7 +150,7 @@ def probe(*, args: dict[str, Any], run: Runner, kernel: str | None = None) -> di
     lower = ROOT_RO if booted else "/"
     mem = re.search(r"^MemTotal:\s+(\d+) kB", read("/proc/meminfo") or "", re.M)
     device = args["persistent_device"]
-    rc, _, _ = run(["systemd-detect-virt", "--container"])
+    rc = run(["systemd-detect-virt", "--container"])[0]
     return {
         "kernel": kernel,
         "os_family_ids": _os_family_ids(read("/etc/os-release") or ""),

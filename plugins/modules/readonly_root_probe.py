@@ -68,18 +68,20 @@ options:
     description: The role's C(readonly_root_preflight_waive).
     type: list
     elements: str
+    choices: [os_family, persistent_paths, tmpfs_size, persistent_base, overlayroot_package, initramfs, overlay_module,
+      ram, machine_id, ssh_host_keys, kernel_cmdline]
     default: []
   overlayroot:
     description: The overlayroot value the role writes; RV(facts_after_write) reports the next boot with it.
     type: str
     default: ""
   files:
-    description: Files to read from the real root, relative to it; returned in RV(probe.files).
+    description: Files to read from the real root, relative to it; returned in C(probe.files).
     type: list
     elements: str
     default: []
   links:
-    description: Symbolic links to read from the real root, relative to it; returned in RV(probe.links).
+    description: Symbolic links to read from the real root, relative to it; returned in C(probe.links).
     type: list
     elements: str
     default: []
@@ -88,7 +90,9 @@ options:
     type: dict
     default: {}
   verify:
-    description: Also test that every persistent path is writable and return RV(problems) and RV(warnings).
+    description:
+      - Also test that every persistent path is writable and return RV(problems) and RV(warnings_found) (each
+        also a warning).
     type: bool
     default: false
 seealso:

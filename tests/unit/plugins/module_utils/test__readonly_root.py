@@ -287,7 +287,7 @@ def test_verify_unbound_or_unwritable_path_is_a_problem_when_enabled():
         "persistent path /var/lib/kiosk is not bind-mounted from /persist (not a mount point); "
         "systemctl status var-lib-kiosk.mount"
     )
-    problems, _ = rr.verify(overlay_probe(), DECL, {"/var/lib/kiosk": "Read-only file system"})
+    problems = rr.verify(overlay_probe(), DECL, {"/var/lib/kiosk": "Read-only file system"})[0]
     assert problems == ["persistent path /var/lib/kiosk is not writable: Read-only file system"]
 
 

@@ -92,7 +92,7 @@ def test_verify_warns_for_a_dead_disk_when_disabling(module_env, monkeypatch):
 def test_verify_reports_a_full_upper(module_env, monkeypatch):
     up = {"fstype": "tmpfs", "options": "rw", "size_kib": 204800, "used_kib": 204800, "free_kib": 0}
     monkeypatch.setattr(mod, "probe", lambda **kw: overlay_probe(upper=up))
-    monkeypatch.setattr(mod, "writable", lambda paths: dict.fromkeys(paths))
+    monkeypatch.setattr(mod, "writable", dict.fromkeys)
     r = run_main(mod.main, dict(ARGS, verify=True)).result
     assert r["problems"] == []
     assert r["facts"]["current"]["upper"]["free_kib"] == 0
