@@ -336,6 +336,7 @@ def facts(p: Mapping[str, Any], d: Declaration, configured: str | None = None) -
         "reboot_required": p["overlay_booted"] != nxt.startswith("tmpfs"),
         "persistent_paths": list(d.persistent_paths),
         "persistent": persistent_report(p, d),
+        "dropped_paths": dropped_paths(p, d),
         "trial": trial_facts(p),
         "preflight_waived": list(d.preflight_waive),
     }
@@ -349,6 +350,24 @@ def persistent_report(p: Mapping[str, Any], d: Declaration) -> list[dict[str, An
         m = p["mounts"].get(path)
         bound = m is not None and base_mount is not None and m["source"] == base_mount["source"]
         out.append({"path": path, "bound": bound, "source": m["source"] if m else None})
+    return out
+
+
+def dropped_paths(p: Mapping[str, Any], d: Declaration) -> list[dict[str, Any]]:
+    """Bind units this role wrote for paths no longer declared: what to remove, and where their data stays."""
+    out = []
+    for unit, info in sorted((p.get("bind_units") or {}).items()):
+        if info["where"] in d.persistent_paths:
+            continue
+        out.append(
+            {
+                "path": info["where"],
+                "unit": unit,
+                "data": info["what"],
+                "bound": info["where"] in p["mounts"],
+                "link": "etc/systemd/system/local-fs.target.wants/" + unit,
+            }
+        )
     return out
 
 

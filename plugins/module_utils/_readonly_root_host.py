@@ -120,6 +120,37 @@ def trial_records(lower: str) -> dict[str, Any]:
     }
 
 
+def _unit_keys(text: str) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for line in text.splitlines():
+        key, eq, value = line.partition("=")
+        if eq and not line.lstrip().startswith(("#", ";")):
+            keys.setdefault(key.strip(), value.strip())
+    return keys
+
+
+def bind_units(lower: str) -> dict[str, dict[str, str]]:
+    """The persistent-path bind units the role wrote in the real root (its Description, Documentation and bind)."""
+    unit_dir = os.path.join(lower, "etc/systemd/system")
+    out: dict[str, dict[str, str]] = {}
+    names = sorted(os.listdir(unit_dir)) if os.path.isdir(unit_dir) else []
+    for name in names:
+        path = os.path.join(unit_dir, name)
+        if not name.endswith(".mount") or os.path.islink(path):
+            continue
+        keys = _unit_keys(read(path) or "")
+        ours = (
+            keys.get("Description", "").startswith("Persistent ")
+            and keys.get("Documentation", "").endswith("/docs/kiosk.md")
+            and keys.get("Options") == "bind"
+            and "Where" in keys
+            and "What" in keys
+        )
+        if ours:
+            out[name] = {"where": keys["Where"], "what": keys["What"]}
+    return out
+
+
 def _os_family_ids(text: str) -> list[str]:
     rel = dict((k, v.strip('"')) for k, v in (line.split("=", 1) for line in text.splitlines() if "=" in line))
     return [rel.get("ID", "")] + rel.get("ID_LIKE", "").split()
@@ -179,6 +210,7 @@ def probe(*, args: dict[str, Any], run: Runner, kernel: str | None = None) -> di
         "persistent_device_exists": bool(device) and os.path.exists(device),
         "mounts": {p: mounts[p] for p in args["persistent_paths"] if p in mounts},
         "trial": trial_records(lower),
+        "bind_units": bind_units(lower),
     }
 
 

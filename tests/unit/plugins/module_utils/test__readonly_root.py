@@ -317,3 +317,22 @@ def test_probe_dict_is_not_modified():
     rr.verify(p, DECL, {})
     rr.preflight(p, DECL)
     assert p == before
+
+
+def test_dropped_paths_are_the_bind_units_no_longer_declared():
+    units = {
+        "var-lib-kiosk.mount": {"where": "/var/lib/kiosk", "what": "/persist/var/lib/kiosk"},
+        "var-lib-old.mount": {"where": "/var/lib/old", "what": "/persist/var/lib/old"},
+    }
+    p = overlay_probe(bind_units=units)
+    assert rr.dropped_paths(p, DECL) == [
+        {
+            "path": "/var/lib/old",
+            "unit": "var-lib-old.mount",
+            "data": "/persist/var/lib/old",
+            "bound": False,
+            "link": "etc/systemd/system/local-fs.target.wants/var-lib-old.mount",
+        }
+    ]
+    assert rr.facts(p, DECL)["dropped_paths"][0]["path"] == "/var/lib/old"
+    assert rr.dropped_paths(real_root_probe(), DECL) == []

@@ -88,3 +88,32 @@ def test_probe_this_host():
     assert p["lower"] in ("/", "/media/root-ro") and p["mem_total_kib"] > 0
     assert p["links"] == {"etc/nothing": None} and "etc/hostname" in p["files"]
     assert p["container"] is False and p["persistent_base_mount"] is not None
+
+
+BIND = """# Ansible managed
+[Unit]
+Description=Persistent /var/lib/old (from /persist)
+Documentation=https://github.com/overlayfs-systemd/overlayfs.systemd/blob/main/docs/kiosk.md
+RequiresMountsFor=/persist
+
+[Mount]
+What=/persist/var/lib/old
+Where=/var/lib/old
+Type=none
+Options=bind
+"""
+
+
+def test_bind_units_finds_only_the_roles_bind_units(tmp_path):
+    units = tmp_path / "etc/systemd/system"
+    (units / "local-fs.target.wants").mkdir(parents=True)
+    (units / "var-lib-old.mount").write_text(BIND)
+    (units / "srv-other.mount").write_text(BIND.replace("Description=Persistent", "Description=Mine"))
+    (units / "persist.mount").write_text(
+        "[Unit]\nDescription=Persistent storage\n[Mount]\nWhat=/dev/vdb\nWhere=/persist\n"
+    )
+    os.symlink("/etc/systemd/system/var-lib-old.mount", units / "local-fs.target.wants/var-lib-old.mount")
+    assert host.bind_units(str(tmp_path)) == {
+        "var-lib-old.mount": {"where": "/var/lib/old", "what": "/persist/var/lib/old"}
+    }
+    assert host.bind_units(str(tmp_path / "nothing")) == {}
