@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import parse_mountinfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import parse_mountinfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils._readonly_root import (
     ROOT_RO,
     ROOT_RW,
