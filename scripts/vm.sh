@@ -10,6 +10,9 @@
 #   scripts/vm.sh boot NAME         read kernel, initramfs and command line out of NAME's disk, boot, wait for SSH
 #   scripts/vm.sh stop NAME         clean shutdown (ssh poweroff), wait for qemu to exit, kill after a timeout
 #   scripts/vm.sh reboot NAME       stop + boot (so a changed kernel, initramfs or command line is used)
+#   scripts/vm.sh wait NAME [SECS]  wait until NAME answers on SSH again (after a reboot from inside the guest)
+#   scripts/vm.sh kill NAME         SIGKILL qemu: a power cut
+#   scripts/vm.sh console NAME      the serial console of the current boot so far
 #   scripts/vm.sh ssh NAME [CMD..]  run CMD (or a shell) as root on NAME
 #   scripts/vm.sh port NAME         the 127.0.0.1 port forwarded to NAME's sshd
 #   scripts/vm.sh rm NAME           stop NAME if running and delete its disks
@@ -240,6 +243,33 @@ boot() {
   log "$name: SSH up after $(( $(date +%s) - start ))s"
 }
 
+wait_ssh() {
+  # wait_ssh NAME SECS: SSH answers again, or fail with the console's tail.
+  local name=$1 limit=$2 start dir
+  dir=$(run_dir "$name")
+  start=$(date +%s)
+  while ! vm_ssh "$name" true 2>/dev/null; do
+    running "$name" || die "qemu for $name is not running"
+    if [ $(( $(date +%s) - start )) -gt "$limit" ]; then
+      tail -n 40 "$dir/serial.cur" >&2 || true
+      die "$name: no SSH after ${limit}s"
+    fi
+    sleep 2
+  done
+  log "$name: SSH up after $(( $(date +%s) - start ))s"
+}
+
+kill_vm() {
+  local dir
+  dir=$(run_dir "$1")
+  running "$1" || die "machine $1 is not running"
+  kill -9 "$(cat "$dir/qemu.pid")"
+  while running "$1"; do sleep 0.2; done
+  rm -f "$dir/qemu.pid"
+  collect_serial "$1"
+  log "$1: qemu killed (power cut)"
+}
+
 collect_serial() {
   # The serial console of the current boot, appended to serial.log.
   local dir
@@ -284,9 +314,12 @@ case "${1:-}" in
   boot) [ $# -eq 2 ] || die "usage: $0 boot NAME"; boot "$2" ;;
   stop) [ $# -eq 2 ] || die "usage: $0 stop NAME"; stop "$2" ;;
   reboot) [ $# -eq 2 ] || die "usage: $0 reboot NAME"; stop "$2"; boot "$2" ;;
+  wait) [ $# -ge 2 ] || die "usage: $0 wait NAME [SECS]"; wait_ssh "$2" "${3:-$BOOT_TIMEOUT}" ;;
+  kill) [ $# -eq 2 ] || die "usage: $0 kill NAME"; kill_vm "$2" ;;
+  console) [ $# -eq 2 ] || die "usage: $0 console NAME"; cat "$(run_dir "$2")/serial.cur" 2>/dev/null || true ;;
   ssh) [ $# -ge 2 ] || die "usage: $0 ssh NAME [CMD...]"; name=$2; shift 2; vm_ssh "$name" "$@" ;;
   port) [ $# -eq 2 ] || die "usage: $0 port NAME"; cat "$(run_dir "$2")/port" ;;
   key) ensure_key; echo "$KEY" ;;
   rm) [ $# -eq 2 ] || die "usage: $0 rm NAME"; stop "$2"; rm -rf "$(run_dir "$2")" ;;
-  *) die "usage: $0 deps|build|image VARIANT|new NAME VARIANT|boot NAME|stop NAME|reboot NAME|ssh NAME [CMD]|port NAME|key|rm NAME" ;;
+  *) die "usage: $0 deps|build|image VARIANT|new NAME VARIANT|boot NAME|stop NAME|reboot NAME|wait NAME [SECS]|kill NAME|console NAME|ssh NAME [CMD]|port NAME|key|rm NAME" ;;
 esac

@@ -22,6 +22,20 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VM_SH = os.path.join(REPO, "scripts", "vm.sh")
 PLAYBOOK = os.path.join(REPO, "tests", "vm", "playbooks", "readonly_root.yml")
+COLLECTIONS = os.path.join(REPO, ".cache", "collections")
+
+
+def _link_collection() -> None:
+    ns = os.path.join(COLLECTIONS, "ansible_collections", "overlayfs")
+    os.makedirs(ns, exist_ok=True)
+    link = os.path.join(ns, "systemd")
+    if os.path.realpath(link) != REPO:
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(REPO, link)
+
+
+_link_collection()
 
 
 def vm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -36,6 +50,7 @@ class PlayResult:
     facts: dict | None
     output: str
     seconds: float
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> int:
@@ -62,6 +77,28 @@ class Machine:
     def stop(self) -> None:
         vm("stop", self.name, check=False)
 
+    def wait(self, seconds: int) -> float:
+        """Wait until SSH answers again (after a reboot from inside the guest); the seconds it took."""
+        start = time.monotonic()
+        res = vm("wait", self.name, str(seconds), check=False)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return time.monotonic() - start
+
+    def power_cut(self) -> None:
+        res = vm("kill", self.name, check=False)
+        assert res.returncode == 0, res.stderr[-3000:]
+
+    def console(self) -> str:
+        return vm("console", self.name).stdout
+
+    def wait_console(self, text: str, seconds: int) -> float:
+        """Wait until the serial console of the current boot shows ``text``; the seconds it took."""
+        start = time.monotonic()
+        while text not in self.console():
+            assert time.monotonic() - start < seconds, f"no {text!r} on the console in {seconds}s"
+            time.sleep(2)
+        return time.monotonic() - start
+
     def findmnt(self, path: str) -> dict | None:
         out = self.ssh(f"findmnt --json --mountpoint {path} || true")
         return json.loads(out)["filesystems"][0] if out.strip() else None
@@ -69,7 +106,7 @@ class Machine:
     def boot_id(self) -> str:
         return self.ssh("cat /proc/sys/kernel/random/boot_id").strip()
 
-    def play(self, variables: dict, check_mode: bool = False, label: str = "") -> PlayResult:
+    def play(self, variables: dict, check_mode: bool = False, label: str = "", tags: str = "") -> PlayResult:
         port = vm("port", self.name).stdout.strip()
         key = vm("key").stdout.strip()
         with tempfile.TemporaryDirectory(prefix="overlayfs-vm-play.") as tmp:
@@ -90,16 +127,22 @@ class Machine:
                 "-e",
                 f"@{extra}",
                 "-e",
-                "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'",
+                # Keep-alives: a connection to a boot that is gone fails within 30 s instead of hanging.
+                "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+                " -o ServerAliveInterval=5 -o ServerAliveCountMax=6'",
             ]
             if check_mode:
                 cmd += ["--check", "--diff"]
+            if tags:
+                cmd += ["--tags", tags]
             env = {
                 **os.environ,
                 "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
                 "ANSIBLE_PIPELINING": "1",
                 "ANSIBLE_HOST_KEY_CHECKING": "0",
                 "ANSIBLE_NOCOLOR": "1",
+                # This checkout, never another copy of the collection installed on the machine.
+                "ANSIBLE_COLLECTIONS_PATH": COLLECTIONS,
             }
             start = time.monotonic()
             res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=REPO)
@@ -111,19 +154,20 @@ class Machine:
         except json.JSONDecodeError as exc:
             msg = f"ansible-playbook gave no JSON (rc {res.returncode}):\n{res.stdout}\n{res.stderr}"
             raise AssertionError(msg) from exc
-        failures, facts = [], None
+        failures, facts, warnings = [], None, []
         for play in data.get("plays", []):
             for task in play.get("tasks", []):
                 result = task.get("hosts", {}).get("vm", {})
                 if result.get("failed"):
                     failures.append(str(result.get("msg", result)))
+                warnings += [str(w) for w in result.get("warnings", []) or []]
                 for item in result.get("results", []) or []:
                     if item.get("failed"):
                         failures.append(str(item.get("msg", item)))
                 if task.get("task", {}).get("name") == "Facts for the test" and "readonly_root_facts" in result:
                     facts = result["readonly_root_facts"]
         stats = data.get("stats", {}).get("vm", {})
-        return PlayResult(res.returncode, stats, failures, facts, res.stdout + res.stderr, seconds)
+        return PlayResult(res.returncode, stats, failures, facts, res.stdout + res.stderr, seconds, warnings)
 
 
 def machine(name: str, variant: str):

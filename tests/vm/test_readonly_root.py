@@ -4,14 +4,18 @@
 """overlayfs.systemd.readonly_root across real reboots of a qemu VM (Debian 12, overlayroot).
 
 The tests run in file order on one machine ("kiosk"), each starting in the
-boot state the previous one left: real root -> overlay -> real root ->
-overlay. Reboots are the role's own (readonly_root_reboot: true, which also
-verifies the state it boots into); the assertions here check the running
-machine independently over SSH. A second machine boots the image whose
-initramfs lacks busybox and must be refused.
+boot state the previous one left: real root -> overlay (a trial the role
+confirms) -> overlay again after a reboot with a full upper -> real root ->
+an unconfirmed trial, cut by a power cut, then falling back by itself -> real
+root -> overlay. Most reboots are the role's own (readonly_root_reboot: true,
+which also verifies the state it boots into and confirms the trial); the
+assertions here check the running machine independently over SSH. A second
+machine boots the image whose initramfs lacks busybox and must be refused.
 """
 
 from __future__ import annotations
+
+import time
 
 PERSIST = "/var/lib/kiosk"
 BASE = {
@@ -27,6 +31,12 @@ SNAPSHOT = (
     " | sha256sum; findmnt -rn -o TARGET,SOURCE,OPTIONS | sort | sha256sum"
 )
 STATE: dict[str, str] = {}
+TRIAL_LINK = "etc/systemd/system/timers.target.wants/overlayfs-readonly-root-trial.timer"
+TRIAL_RECORDS = "/var/lib/overlayfs-readonly-root"
+BOOTED = "vm login:"
+TRIAL_REVERTING = "overlayfs.systemd.readonly_root: trial not confirmed within"
+# In the unconfirmed trial: short enough for the suite, long enough for a boot.
+SHORT_TRIAL = 75
 
 
 def snapshot(m, root: str = "") -> str:
@@ -49,6 +59,23 @@ def assert_real_root(m) -> None:
     root = m.findmnt("/")
     assert root and root["fstype"] == "ext4" and root["source"] == "/dev/vda", root
     assert m.findmnt("/media/root-rw") is None
+
+
+def exists(m, path: str) -> bool:
+    return m.ssh(f"test -e {path} && echo yes || echo no").strip() == "yes"
+
+
+def reboot_inside(m) -> None:
+    """Reboot from inside the guest (qemu keeps running); returns once the guest has stopped answering."""
+    old = m.boot_id()
+    m.ssh("systemctl reboot", check=False)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        out = m.ssh("cat /proc/sys/kernel/random/boot_id", check=False).strip()
+        if out != old:
+            return
+        time.sleep(2)
+    raise AssertionError("the guest kept answering with its old boot id")
 
 
 def assert_persistent_path(m) -> None:
@@ -95,6 +122,15 @@ def test_enable_reboots_into_overlay(kiosk):
     assert res.facts["next_boot"]["state"] == "enabled"
     assert res.facts["reboot_required"] is False
     assert kiosk.ssh("cat /media/root-ro/etc/overlayroot.local.conf").count('overlayroot="tmpfs:swap=0,recurse=0"') == 1
+    assert_trial_confirmed(kiosk, res.facts)
+
+
+def assert_trial_confirmed(m, facts) -> None:
+    """The trial was confirmed and the record kept in the real root; the guard is disarmed there and now."""
+    assert facts["trial"]["state"] == "confirmed", facts["trial"]
+    assert not exists(m, f"/media/root-ro/{TRIAL_LINK}")
+    assert "reason=confirmed by" in m.ssh(f"cat /media/root-ro{TRIAL_RECORDS}/trial-confirmed")
+    assert m.ssh("systemctl show -p ActiveState --value overlayfs-readonly-root-trial.timer").strip() == "inactive"
 
 
 def test_idempotent_and_check_mode_inside_overlay(kiosk):
@@ -113,8 +149,34 @@ def test_idempotent_and_check_mode_inside_overlay(kiosk):
     kiosk.ssh(f"echo scratch > /etc/scratch-marker && echo kept > {PERSIST}/keep.txt")
 
 
+def test_full_upper_then_the_confirmed_trial_stays_across_a_reboot(kiosk):
+    """A full tmpfs upper: the role still runs and reports it; a reboot clears it and needs no new trial."""
+    kiosk.ssh("dd if=/dev/zero of=/var/tmp/fill bs=1M 2>/dev/null; sync", check=False)
+    assert kiosk.ssh("df --output=avail -k /media/root-rw | tail -n 1").strip() == "0"
+    res = kiosk.play(ENABLED, label="full upper")
+    assert res.rc == 0, res.failures or res.output[-3000:]
+    assert res.changed == 0, res.output[-3000:]
+    upper = res.facts["current"]["upper"]
+    assert upper["free_kib"] == 0 and upper["use_percent"] >= 99 and upper["over_warn"] is True, upper
+    assert upper["warn_percent"] == 90
+    start = time.monotonic()
+    reboot_inside(kiosk)
+    kiosk.wait(300)
+    kiosk.timings["reboot (confirmed, no trial)"] = time.monotonic() - start
+    assert_overlay(kiosk)
+    assert_persistent_path(kiosk)
+    assert not exists(kiosk, "/var/tmp/fill") and not exists(kiosk, "/etc/scratch-marker")
+    assert kiosk.ssh(f"cat {PERSIST}/keep.txt").strip() == "kept"
+    # No trial on this boot: the guard was disarmed in the real root by the confirmation.
+    res = kiosk.play(ENABLED, label="after reboot (overlay)")
+    assert res.rc == 0 and res.changed == 0, res.failures or res.output[-3000:]
+    assert res.facts["current"]["upper"]["use_percent"] < 50
+    assert_trial_confirmed(kiosk, res.facts)
+
+
 def test_disable_from_inside_overlay(kiosk):
     """3. disabled applied from inside the overlay -> reboot -> real root; tmpfs writes gone, persistent kept."""
+    kiosk.ssh("echo scratch > /etc/scratch-marker")
     res = kiosk.play({**DISABLED, "readonly_root_reboot": True}, label="disable from overlay + reboot")
     assert res.rc == 0, res.failures or res.output[-3000:]
     assert_real_root(kiosk)
@@ -129,6 +191,46 @@ def test_disable_from_inside_overlay(kiosk):
     assert res.changed == 0, res.output[-3000:]
 
 
+def test_unconfirmed_trial_falls_back_by_itself_also_after_a_power_cut(kiosk):
+    """Enable with sshd off in overlay boots: cut the power in the trial; the next boot is a trial again and falls
+    back to the real root by itself within the timeout; the facts say reverted, with the reason and the journal."""
+    assert_real_root(kiosk)
+    kiosk.ssh(
+        "mkdir -p /etc/systemd/system/ssh.service.d && printf '[Unit]\\nConditionPathIsMountPoint=!/media/root-ro\\n'"
+        " > /etc/systemd/system/ssh.service.d/test-unreachable-in-overlay.conf && sync"
+    )
+    res = kiosk.play({**ENABLED, "readonly_root_trial_timeout": SHORT_TRIAL}, label="arm short trial")
+    assert res.rc == 0, res.failures or res.output[-3000:]
+    assert res.facts["trial"]["state"] == "armed" and exists(kiosk, f"/{TRIAL_LINK}")
+    # The login prompt on the serial console ends a boot: the guard's timer (timers.target) started before it.
+    seen = kiosk.console().count(BOOTED)
+    reboot_inside(kiosk)
+    start = time.monotonic()
+    while kiosk.console().count(BOOTED) <= seen:
+        assert time.monotonic() - start < 240, "the trial boot did not finish booting"
+        time.sleep(2)
+    kiosk.power_cut()
+    start = time.monotonic()
+    kiosk.boot()  # returns once SSH answers: only the real root runs sshd
+    back = time.monotonic() - start
+    kiosk.timings["power cut -> fallback -> SSH"] = back
+    console = kiosk.console()
+    assert TRIAL_REVERTING in console, console[-3000:]
+    assert back < SHORT_TRIAL + 200, back
+    assert_real_root(kiosk)
+    kiosk.ssh("rm -f /etc/systemd/system/ssh.service.d/test-unreachable-in-overlay.conf && sync")
+    res = kiosk.play(ENABLED, check_mode=True, label="facts after the fallback")
+    assert res.rc == 0, res.failures
+    trial = res.facts["trial"]
+    assert trial["state"] == "reverted", trial
+    assert trial["reason"].startswith(f"not confirmed within {SHORT_TRIAL}s of the boot"), trial
+    assert len(trial["journal"]) > 10 and trial["boot_id"], trial
+    assert res.facts["next_boot"]["state"] == "disabled" and res.facts["current"]["state"] == "disabled"
+    assert not exists(kiosk, f"/{TRIAL_LINK}")
+    # What the maintenance window wrote is still on the real root.
+    assert kiosk.ssh("cat /etc/maintenance-marker").strip() == "maintenance"
+
+
 def test_enable_again(kiosk):
     """3. enable again -> overlay again; what the maintenance window wrote is in the real root."""
     res = kiosk.play({**ENABLED, "readonly_root_reboot": True}, label="enable again + reboot")
@@ -137,3 +239,4 @@ def test_enable_again(kiosk):
     assert_persistent_path(kiosk)
     assert kiosk.ssh("cat /media/root-ro/etc/maintenance-marker").strip() == "maintenance"
     assert kiosk.ssh(f"cat {PERSIST}/keep.txt").strip() == "kept"
+    assert_trial_confirmed(kiosk, res.facts)

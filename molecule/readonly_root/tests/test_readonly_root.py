@@ -56,3 +56,17 @@ def test_persistent_path_survives_reboot(host, reboot):
     props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     assert props["ActiveState"] == "inactive" and props["ConditionResult"] == "no", props
     assert props["ConditionTimestampMonotonic"] not in ("", "0"), props
+
+
+def test_dropped_path_lost_its_unit_and_kept_its_data(host):
+    props = unit_props(host, "var-lib-extra.mount")
+    assert props["ActiveState"] == "inactive", props
+    assert not host.file("/etc/systemd/system/var-lib-extra.mount").exists
+    assert not host.file("/etc/systemd/system/local-fs.target.wants/var-lib-extra.mount").exists
+    assert findmnt(host, "/var/lib/extra") is None
+    # The data stays on the persistent file system, also what was written while it was bound.
+    assert host.file("/srv/persist/var/lib/extra/seed.txt").content_string == "from the root\n"
+    assert host.file("/srv/persist/var/lib/extra/late.txt").content_string == "persistent\n"
+    # The path now shows the root's copy from when it became persistent (reported as stale_copy).
+    assert host.file("/var/lib/extra/seed.txt").exists
+    assert not host.file("/var/lib/extra/late.txt").exists

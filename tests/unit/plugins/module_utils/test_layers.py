@@ -13,9 +13,20 @@ import pytest
 MODULE_UTILS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "plugins", "module_utils")
 
 #: Pure rules: data in, data out; no ansible import, no host file below them.
-PURE = {"_errors", "_names", "_mountinfo", "_spec", "_units", "_plan", "_facts", "_preflight", "_info"}
+PURE = {
+    "_errors",
+    "_names",
+    "_mountinfo",
+    "_spec",
+    "_units",
+    "_plan",
+    "_facts",
+    "_preflight",
+    "_info",
+    "_readonly_root",
+}
 #: The host: files, /proc and the unit directory (_host); systemctl and mount (_systemd).
-HOST = {"_host", "_systemd"}
+HOST = {"_host", "_systemd", "_readonly_root_host"}
 #: An upper layer's files: inspection, OCI export, copying (paths as arguments).
 LAYER_FILES = {"_upper", "_oci", "_layercopy"}
 #: The phases the modules run: they may use everything below them.
