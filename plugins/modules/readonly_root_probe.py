@@ -20,19 +20,16 @@ author:
   - overlayfs.systemd maintainers (@overlayfs-systemd)
 requirements:
   - Linux with C(/proc/self/mountinfo); C(lsinitramfs) (initramfs-tools) when O(state=enabled).
+version_added: 0.1.0
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
     details: The module only reads (O(verify) creates and removes one temporary file per persistent path).
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
-    support: full
     details: Always returns C(changed=false).
+extends_documentation_fragment:
+  - overlayfs.systemd.attributes
 options:
   state:
     description: The role's C(readonly_root_state).
