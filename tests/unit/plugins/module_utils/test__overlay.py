@@ -4,13 +4,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 
 import pytest
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _errors as er
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host as hst
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _plan as pn
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _spec as sp
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
 
 SYSTEMD_ESCAPE = shutil.which("systemd-escape") or "/usr/bin/systemd-escape"
 
@@ -51,7 +58,7 @@ def real_escape(path: str) -> str:
 # tools on a machine that lacks them), and a missing one fails loudly.
 @pytest.mark.parametrize("path", TRICKY_PATHS)
 def test_unit_name_matches_systemd_escape(path):
-    assert ov.unit_name(path) == real_escape(path)
+    assert nm.unit_name(path) == real_escape(path)
 
 
 @pytest.mark.parametrize(
@@ -66,25 +73,25 @@ def test_unit_name_matches_systemd_escape(path):
     ],
 )
 def test_escape_path_known_values(path, expected):
-    assert ov.escape_path(path) == expected
+    assert nm.escape_path(path) == expected
 
 
 def test_escape_path_refuses_dotdot():
-    with pytest.raises(ov.OverlayError):
-        ov.escape_path("/a/../b")
+    with pytest.raises(er.OverlayError):
+        nm.escape_path("/a/../b")
 
 
 @pytest.mark.parametrize("path", ["/" + "a" * 250, "/srv/" + "é" * 62, "/" + "-" * 63])
 def test_unit_name_too_long_is_refused(path):
-    with pytest.raises(ov.OverlayError) as err:
-        ov.unit_name(path)
+    with pytest.raises(er.OverlayError) as err:
+        nm.unit_name(path)
     assert err.value.param == "path"
     assert "255" in str(err.value)
 
 
 def test_unit_name_at_limit_is_accepted():
     path = "/" + "a" * (255 - len(".mount"))
-    assert len(ov.unit_name(path)) == 255
+    assert len(nm.unit_name(path)) == 255
 
 
 @pytest.mark.parametrize(
@@ -98,7 +105,7 @@ def test_unit_name_at_limit_is_accepted():
     ],
 )
 def test_normalize_path_ok(path, expected):
-    assert ov.normalize_path(path, "path") == expected
+    assert nm.normalize_path(path, "path") == expected
 
 
 @pytest.mark.parametrize(
@@ -118,8 +125,8 @@ def test_normalize_path_ok(path, expected):
     ],
 )
 def test_normalize_path_refused(path, fragment):
-    with pytest.raises(ov.OverlayError) as err:
-        ov.normalize_path(path, "lowerdir")
+    with pytest.raises(er.OverlayError) as err:
+        nm.normalize_path(path, "lowerdir")
     assert err.value.param == "lowerdir"
     assert fragment in str(err.value)
     assert "lowerdir" in str(err.value)
@@ -136,14 +143,14 @@ def test_normalize_path_refused(path, fragment):
     ],
 )
 def test_escape_layer_round_trip(path, expected):
-    assert ov.escape_layer(path) == expected
-    assert ov.unescape_layer(expected) == path
-    assert ov.split_unescaped(expected + ":" + expected, ":") == [expected, expected]
+    assert minfo.escape_layer(path) == expected
+    assert minfo.unescape_layer(expected) == path
+    assert minfo.split_unescaped(expected + ":" + expected, ":") == [expected, expected]
 
 
 def test_unit_value_quoting():
-    assert ov.escape_unit_value("size=50%") == "size=50%%"
-    assert ov.quote_unit_word('/srv/a "b"\\c%') == '"/srv/a \\"b\\"\\\\c%%"'
+    assert un.escape_unit_value("size=50%") == "size=50%%"
+    assert un.quote_unit_word('/srv/a "b"\\c%') == '"/srv/a \\"b\\"\\\\c%%"'
 
 
 @pytest.mark.parametrize(
@@ -159,7 +166,7 @@ def test_unit_value_quoting():
     ],
 )
 def test_decode_mountinfo_octal(raw, decoded):
-    assert ov.decode_mountinfo_octal(raw) == decoded
+    assert minfo.decode_mountinfo_octal(raw) == decoded
 
 
 @pytest.mark.parametrize(
@@ -173,7 +180,7 @@ def test_decode_mountinfo_octal(raw, decoded):
     ],
 )
 def test_split_unescaped(s, sep, parts):
-    assert ov.split_unescaped(s, sep) == parts
+    assert minfo.split_unescaped(s, sep) == parts
 
 
 MOUNTINFO = (
@@ -201,18 +208,18 @@ MOUNTINFO = (
 
 
 def test_parse_mountinfo_skips_garbage():
-    mounts = ov.parse_mountinfo(MOUNTINFO)
+    mounts = minfo.parse_mountinfo(MOUNTINFO)
     assert [m.mount_point for m in mounts] == ["/", "/run", "/srv/my app", "/srv/ro", "/srv/plus", "/"]
     assert mounts[0].fstype == "ext4" and mounts[0].source == "/dev/vda1"
     assert mounts[1].optional_fields == ("shared:5",)
-    assert ov.parse_mountinfo("") == []
-    assert ov.parse_mountinfo("\x00garbage - - -\n1 2 3") == []
+    assert minfo.parse_mountinfo("") == []
+    assert minfo.parse_mountinfo("\x00garbage - - -\n1 2 3") == []
 
 
 def test_parse_overlay_escaped_layers():
-    m = ov.mount_at(ov.parse_mountinfo(MOUNTINFO), "/srv/my app")
+    m = minfo.mount_at(minfo.parse_mountinfo(MOUNTINFO), "/srv/my app")
     assert m is not None
-    opts = ov.parse_overlay_options(m.super_options, m.mount_options)
+    opts = minfo.parse_overlay_options(m.super_options, m.mount_options)
     assert opts.lowerdir == ["/opt/a,b", "/opt/c:d", "/opt/e f"]
     assert opts.upperdir == "/var/lib/o/u,p"
     assert opts.workdir == "/var/lib/o/w"
@@ -221,8 +228,8 @@ def test_parse_overlay_escaped_layers():
 
 
 def test_parse_overlay_readonly_many_lowers_and_datadirs():
-    m = ov.mount_at(ov.parse_mountinfo(MOUNTINFO), "/srv/ro")
-    opts = ov.parse_overlay_options(m.super_options, m.mount_options)
+    m = minfo.mount_at(minfo.parse_mountinfo(MOUNTINFO), "/srv/ro")
+    opts = minfo.parse_overlay_options(m.super_options, m.mount_options)
     assert opts.lowerdir == ["/l1", "/l2", "/l3", "/l4", "/l5"]
     assert opts.datadir == ["/d1"]
     assert opts.upperdir is None and opts.workdir is None
@@ -230,8 +237,8 @@ def test_parse_overlay_readonly_many_lowers_and_datadirs():
 
 
 def test_parse_overlay_lowerdir_plus_form():
-    m = ov.mount_at(ov.parse_mountinfo(MOUNTINFO), "/srv/plus")
-    opts = ov.parse_overlay_options(m.super_options)
+    m = minfo.mount_at(minfo.parse_mountinfo(MOUNTINFO), "/srv/plus")
+    opts = minfo.parse_overlay_options(m.super_options)
     assert opts.lowerdir == ["/opt/x:y", "/opt/z"]
     assert opts.datadir == ["/opt/data"]
     assert (opts.upperdir, opts.workdir) == ("/up", "/wk")
@@ -239,21 +246,21 @@ def test_parse_overlay_lowerdir_plus_form():
 
 
 def test_parse_root_overlay_line():
-    mounts = ov.parse_mountinfo(MOUNTINFO)
-    root = ov.mount_at(mounts, "/")
+    mounts = minfo.parse_mountinfo(MOUNTINFO)
+    root = minfo.mount_at(mounts, "/")
     assert root.fstype == "overlay" and root.source == "overlayroot"
-    opts = ov.parse_overlay_options(root.super_options, root.mount_options)
+    opts = minfo.parse_overlay_options(root.super_options, root.mount_options)
     assert opts.lowerdir == ["/media/root-ro"]
     assert opts.upperdir == "/media/root-rw/overlay"
     assert opts.workdir == "/media/root-rw/overlay-workdir/_"
 
 
 def test_mount_containing_and_submounts():
-    mounts = ov.parse_mountinfo(MOUNTINFO)
-    assert ov.mount_containing(mounts, "/run/overlayfs/x").mount_point == "/run"
-    assert ov.mount_containing(mounts, "/srv/my app/sub").mount_point == "/srv/my app"
-    assert ov.submounts(mounts, "/srv") == ["/srv/my app", "/srv/plus", "/srv/ro"]
-    assert ov.submounts(mounts, "/srv/ro") == []
+    mounts = minfo.parse_mountinfo(MOUNTINFO)
+    assert minfo.mount_containing(mounts, "/run/overlayfs/x").mount_point == "/run"
+    assert minfo.mount_containing(mounts, "/srv/my app/sub").mount_point == "/srv/my app"
+    assert minfo.submounts(mounts, "/srv") == ["/srv/my app", "/srv/plus", "/srv/ro"]
+    assert minfo.submounts(mounts, "/srv/ro") == []
 
 
 BASE = {"path": "/srv/app", "lowerdir": ["/opt/app/v2", "/opt/app/base"]}
@@ -262,12 +269,12 @@ BASE = {"path": "/srv/app", "lowerdir": ["/opt/app/v2", "/opt/app/base"]}
 def spec_of(**kw):
     params = dict(BASE)
     params.update(kw)
-    return ov.build_spec(params)
+    return sp.build_spec(params)
 
 
 def test_build_spec_defaults():
     spec = spec_of()
-    oid = ov.overlay_id("/srv/app")
+    oid = nm.overlay_id("/srv/app")
     assert oid.startswith("srv_app_") and len(oid) == len("srv_app_") + 8
     assert spec.upperdir == "/var/lib/overlayfs/%s/upper" % oid
     assert spec.workdir == "/var/lib/overlayfs/%s/work" % oid
@@ -281,12 +288,12 @@ def test_build_spec_defaults():
     [("/srv/a-b", "/srv/a_b"), ("/srv/a b", "/srv/a_b"), ("/srv/a/b", "/srv/a_b")],
 )
 def test_overlay_id_collision_free(a, b):
-    assert ov.overlay_id(a) != ov.overlay_id(b)
-    assert ov.overlay_id(a).rsplit("_", 1)[0] == ov.overlay_id(b).rsplit("_", 1)[0]
+    assert nm.overlay_id(a) != nm.overlay_id(b)
+    assert nm.overlay_id(a).rsplit("_", 1)[0] == nm.overlay_id(b).rsplit("_", 1)[0]
 
 
 def test_overlay_id_slug_is_bounded():
-    oid = ov.overlay_id("/" + "x" * 300)
+    oid = nm.overlay_id("/" + "x" * 300)
     assert len(oid) == 48 + 1 + 8
 
 
@@ -343,7 +350,7 @@ def test_overlay_id_slug_is_bounded():
     ],
 )
 def test_build_spec_refuses(overrides, param, fragment):
-    with pytest.raises(ov.OverlayError) as err:
+    with pytest.raises(er.OverlayError) as err:
         spec_of(**overrides)
     assert err.value.param == param, str(err.value)
     assert fragment in str(err.value)
@@ -371,7 +378,7 @@ def test_build_spec_accepts(overrides):
 
 
 def resolved(**kw):
-    return ov.resolve_ownership(spec_of(**kw), 0, 0, 0o755)
+    return sp.resolve_ownership(spec_of(**kw), 0, 0, 0o755)
 
 
 def test_render_options_order_and_escaping():
@@ -387,7 +394,7 @@ def test_render_options_order_and_escaping():
         uuid="off",
         flags=["ro", "noexec"],
     )
-    assert ov.render_options(spec) == [
+    assert un.render_options(spec) == [
         "lowerdir=/opt/a\\,b:/opt/c\\:d:/opt/e\\\\f",
         "upperdir=/data/u",
         "workdir=/data/w",
@@ -402,15 +409,15 @@ def test_render_options_order_and_escaping():
 
 def test_render_options_switches_and_readonly():
     spec = spec_of(upper="none", userxattr=True, metacopy=False, flags=[])
-    assert ov.render_options(spec) == ["lowerdir=/opt/app/v2:/opt/app/base", "metacopy=off", "userxattr"]
+    assert un.render_options(spec) == ["lowerdir=/opt/app/v2:/opt/app/base", "metacopy=off", "userxattr"]
 
 
 def test_render_persistent_unit():
     spec = resolved(lowerdir=["/opt/50%/a"], description="App 100%", timeout="2min", wanted_by=["multi-user.target"])
-    units = ov.render_units(spec)
+    units = un.render_units(spec)
     assert list(units) == ["srv-app.mount"]
     text = units["srv-app.mount"]
-    assert text.startswith(ov.HEADER + "\n[Unit]\n")
+    assert text.startswith(un.HEADER + "\n[Unit]\n")
     assert "Description=App 100%%\n" in text
     assert f'RequiresMountsFor="/opt/50%%/a" "{spec.upperdir}" "{spec.workdir}"\n' in text
     assert f"Options=lowerdir=/opt/50%%/a,upperdir={spec.upperdir},workdir={spec.workdir},nosuid,nodev\n" in text
@@ -419,15 +426,15 @@ def test_render_persistent_unit():
     assert "Before=local-fs.target\n" in text
     assert "[Install]\nWantedBy=local-fs.target\nWantedBy=multi-user.target\n" in text
     assert "X-OverlayfsSystemd-Upper=persistent\n" in text
-    assert ov.managed_keys(text)["Path"] == "/srv/app"
-    assert ov.managed_keys(text)["Id"] == spec.id
+    assert un.parse_unit(text).managed["Path"] == "/srv/app"
+    assert un.parse_unit(text).managed["Id"] == spec.id
 
 
 def test_render_tmpfs_units():
-    spec = ov.resolve_ownership(spec_of(upper="tmpfs", tmpfs_size="50%", tmpfs_nr_inodes="20k"), 1000, 100, 0o750)
-    units = ov.render_units(spec)
+    spec = sp.resolve_ownership(spec_of(upper="tmpfs", tmpfs_size="50%", tmpfs_nr_inodes="20k"), 1000, 100, 0o750)
+    units = un.render_units(spec)
     tmpfs_dir = "/run/overlayfs/%s" % spec.id
-    tmpfs_unit = ov.unit_name(tmpfs_dir)
+    tmpfs_unit = nm.unit_name(tmpfs_dir)
     prep = "overlayfs-prepare-%s.service" % spec.id
     assert list(units) == ["srv-app.mount", tmpfs_unit, prep]
     overlay = units["srv-app.mount"]
@@ -445,18 +452,18 @@ def test_render_tmpfs_units():
     assert 'ExecStart=/usr/bin/install -d -m 0750 -o 1000 -g 100 "%s/upper"\n' % tmpfs_dir in service
     assert 'ExecStart=/usr/bin/install -d -m 0700 -o 0 -g 0 "%s/work"\n' % tmpfs_dir in service
     for text in units.values():
-        assert text.startswith(ov.HEADER + "\n")
-        assert ov.managed_keys(text)["Upper"] == "tmpfs"
+        assert text.startswith(un.HEADER + "\n")
+        assert un.parse_unit(text).managed["Upper"] == "tmpfs"
 
 
 def test_render_tmpfs_needs_resolved_owner():
-    with pytest.raises(ov.OverlayError):
-        ov.render_units(spec_of(upper="tmpfs"))
+    with pytest.raises(er.OverlayError):
+        un.render_units(spec_of(upper="tmpfs"))
 
 
 def test_render_escaped_where():
     spec = resolved(path="/srv/my app-1", lowerdir=["/opt/a b", "/opt/c"], upper="none")
-    units = ov.render_units(spec)
+    units = un.render_units(spec)
     assert list(units) == ["srv-my\\x20app\\x2d1.mount"]
     assert "Where=/srv/my app-1\n" in units["srv-my\\x20app\\x2d1.mount"]
     assert 'RequiresMountsFor="/opt/a b" "/opt/c"\n' in units["srv-my\\x20app\\x2d1.mount"]
@@ -465,14 +472,14 @@ def test_render_escaped_where():
 @pytest.mark.parametrize(
     "text, stripped",
     [
-        (ov.HEADER + "\n[Unit]\n", "[Unit]\n"),
+        (un.HEADER + "\n[Unit]\n", "[Unit]\n"),
         ("# Managed by overlayfs.systemd (old wording)\n[Unit]\n", "[Unit]\n"),
         ("# another comment\n[Unit]\n", "# another comment\n[Unit]\n"),
         (None, None),
     ],
 )
 def test_strip_header(text, stripped):
-    assert ov.strip_header(text) == stripped
+    assert un.strip_header(text) == stripped
 
 
 @pytest.mark.parametrize(
@@ -488,24 +495,24 @@ def test_strip_header(text, stripped):
 )
 def test_check_option_limits(options, limit, ok):
     if ok:
-        ov.check_option_limits(options, limit)
+        sp.check_option_limits(options, limit)
     else:
-        with pytest.raises(ov.OverlayError) as err:
-            ov.check_option_limits(options, limit)
+        with pytest.raises(er.OverlayError) as err:
+            sp.check_option_limits(options, limit)
         assert err.value.param in ("lowerdir", "upperdir")
 
 
 def mi(point, fstype="overlay", super_options="", mount_options="rw,nosuid,nodev,relatime"):
-    return ov.MountInfo(1, 1, "0:1", "/", point, mount_options, fstype, fstype, super_options)
+    return minfo.MountInfo(1, 1, "0:1", "/", point, mount_options, fstype, fstype, super_options)
 
 
 def live_for(spec, mount_options="rw,nosuid,nodev,relatime", **over):
-    opts = ",".join(ov.render_options(spec))
+    opts = ",".join(un.render_options(spec))
     for key, value in over.items():
         opts = opts.replace(key, value)
     # mountinfo shows the user string with ',' ' ' '\\' octal-escaped
     parts = []
-    for o in ov.split_unescaped(opts, ","):
+    for o in minfo.split_unescaped(opts, ","):
         parts.append(o.replace("\\", "\\134").replace(",", "\\054").replace(" ", "\\040"))
     return mi(spec.path, super_options="rw," + ",".join(parts), mount_options=mount_options)
 
@@ -513,8 +520,8 @@ def live_for(spec, mount_options="rw,nosuid,nodev,relatime", **over):
 class TestPlan:
     def setup_method(self):
         self.spec = resolved()
-        self.desired = ov.render_units(self.spec)
-        self.names = ov.candidate_units(self.spec.path)
+        self.desired = un.render_units(self.spec)
+        self.names = nm.candidate_units(self.spec.path)
         self.empty = dict.fromkeys(self.names)
 
     def current(self, **texts):
@@ -523,110 +530,112 @@ class TestPlan:
         return cur
 
     def test_fresh_install(self):
-        pl = ov.plan(self.spec, self.desired, self.empty, None, None, False)
+        pl = pn.plan(self.spec, self.desired, self.empty, None, None, False)
         assert list(pl.write) == ["srv-app.mount"]
         assert pl.daemon_reload and pl.start == ["srv-app.mount"] and pl.enable == ["srv-app.mount"]
         assert not pl.stop and pl.changed
 
     def test_converged(self):
         cur = self.current(**{"srv-app.mount": self.desired["srv-app.mount"]})
-        pl = ov.plan(self.spec, self.desired, cur, live_for(self.spec), None, True)
+        pl = pn.plan(self.spec, self.desired, cur, live_for(self.spec), None, True)
         assert not pl.changed and not pl.reboot_required
 
     def test_header_change_is_not_a_change(self):
-        text = self.desired["srv-app.mount"].replace(ov.HEADER, "# Managed by overlayfs.systemd v0")
-        pl = ov.plan(self.spec, self.desired, self.current(**{"srv-app.mount": text}), live_for(self.spec), None, True)
+        text = self.desired["srv-app.mount"].replace(un.HEADER, "# Managed by overlayfs.systemd v0")
+        pl = pn.plan(self.spec, self.desired, self.current(**{"srv-app.mount": text}), live_for(self.spec), None, True)
         assert not pl.changed
 
     def test_pending_reload(self):
         cur = self.current(**{"srv-app.mount": self.desired["srv-app.mount"]})
-        pl = ov.plan(self.spec, self.desired, cur, live_for(self.spec), None, True, pending_reload=True)
+        pl = pn.plan(self.spec, self.desired, cur, live_for(self.spec), None, True, pending_reload=True)
         assert pl.daemon_reload and not pl.write and not pl.stop
 
     def test_changed_lowers_restart(self):
         old = resolved(lowerdir=["/opt/app/v1", "/opt/app/base"])
-        cur = self.current(**{"srv-app.mount": ov.render_units(old)["srv-app.mount"]})
-        pl = ov.plan(self.spec, self.desired, cur, live_for(old), None, True)
+        cur = self.current(**{"srv-app.mount": un.render_units(old)["srv-app.mount"]})
+        pl = pn.plan(self.spec, self.desired, cur, live_for(old), None, True)
         assert pl.restart and pl.stop == ["srv-app.mount"] and pl.start == ["srv-app.mount"]
         assert pl.daemon_reload and not pl.enable
 
     def test_changed_lowers_next_boot(self):
-        spec = ov.resolve_ownership(spec_of(apply="next_boot"), 0, 0, 0o755)
+        spec = sp.resolve_ownership(spec_of(apply="next_boot"), 0, 0, 0o755)
         old = resolved(lowerdir=["/opt/app/v1", "/opt/app/base"])
-        cur = self.current(**{"srv-app.mount": ov.render_units(old)["srv-app.mount"]})
-        pl = ov.plan(spec, ov.render_units(spec), cur, live_for(old), None, True)
+        cur = self.current(**{"srv-app.mount": un.render_units(old)["srv-app.mount"]})
+        pl = pn.plan(spec, un.render_units(spec), cur, live_for(old), None, True)
         assert pl.reboot_required and not pl.stop and not pl.start and list(pl.write) == ["srv-app.mount"]
 
     def test_description_change_needs_no_restart(self):
         spec = resolved(description="Other")
         cur = self.current(**{"srv-app.mount": self.desired["srv-app.mount"]})
-        pl = ov.plan(spec, ov.render_units(spec), cur, live_for(self.spec), None, True)
+        pl = pn.plan(spec, un.render_units(spec), cur, live_for(self.spec), None, True)
         assert list(pl.write) == ["srv-app.mount"] and not pl.stop and not pl.restart
 
     def test_wanted_by_change_reenables(self):
         spec = resolved(wanted_by=["multi-user.target"])
         cur = self.current(**{"srv-app.mount": self.desired["srv-app.mount"]})
-        pl = ov.plan(spec, ov.render_units(spec), cur, live_for(self.spec), None, True)
+        pl = pn.plan(spec, un.render_units(spec), cur, live_for(self.spec), None, True)
         assert pl.reenable == ["srv-app.mount"] and not pl.stop
 
     def test_live_readonly_fallback_is_stale(self):
         cur = self.current(**{"srv-app.mount": self.desired["srv-app.mount"]})
         live = live_for(self.spec, mount_options="ro,nosuid,nodev,relatime")
-        pl = ov.plan(self.spec, self.desired, cur, live, None, True)
+        pl = pn.plan(self.spec, self.desired, cur, live, None, True)
         assert pl.restart
 
     def test_unmounted_and_present(self):
         cur = self.current(**{"srv-app.mount": self.desired["srv-app.mount"]})
-        spec = ov.resolve_ownership(spec_of(state="unmounted"), 0, 0, 0o755)
-        pl = ov.plan(spec, self.desired, cur, live_for(self.spec), None, True)
+        spec = sp.resolve_ownership(spec_of(state="unmounted"), 0, 0, 0o755)
+        pl = pn.plan(spec, self.desired, cur, live_for(self.spec), None, True)
         assert pl.stop == ["srv-app.mount"] and not pl.start
-        spec = ov.resolve_ownership(spec_of(state="present", enabled=False), 0, 0, 0o755)
-        pl = ov.plan(spec, self.desired, cur, None, None, True)
+        spec = sp.resolve_ownership(spec_of(state="present", enabled=False), 0, 0, 0o755)
+        pl = pn.plan(spec, self.desired, cur, None, None, True)
         assert not pl.start and pl.disable == ["srv-app.mount"]
 
     def test_absent(self):
         spec = spec_of(state="absent")
         cur = self.current(**{"srv-app.mount": self.desired["srv-app.mount"]})
-        pl = ov.plan(spec, {}, cur, live_for(self.spec), None, True, purge_paths=["/x"])
+        pl = pn.plan(spec, {}, cur, live_for(self.spec), None, True, purge_paths=["/x"])
         assert pl.stop == ["srv-app.mount"] and pl.remove == ["srv-app.mount"]
         assert pl.disable == ["srv-app.mount"] and pl.daemon_reload and pl.purge == ["/x"]
-        assert not ov.plan(spec, {}, self.empty, None, None, False).changed
+        assert not pn.plan(spec, {}, self.empty, None, None, False).changed
 
     def test_absent_keeps_unmanaged_unit(self):
         spec = spec_of(state="absent")
         cur = self.current(**{"srv-app.mount": "[Mount]\nWhat=/dev/sdb\n"})
-        pl = ov.plan(spec, {}, cur, None, None, False)
+        pl = pn.plan(spec, {}, cur, None, None, False)
         assert not pl.remove and pl.keep_unmanaged == ["srv-app.mount"] and not pl.changed
 
     def test_switch_tmpfs_to_persistent(self):
-        tspec = ov.resolve_ownership(spec_of(upper="tmpfs"), 0, 0, 0o755)
-        cur = self.current(**ov.render_units(tspec))
+        tspec = sp.resolve_ownership(spec_of(upper="tmpfs"), 0, 0, 0o755)
+        cur = self.current(**un.render_units(tspec))
         tmpfs_live = mi(tspec.tmpfs_dir, fstype="tmpfs")
-        pl = ov.plan(self.spec, self.desired, cur, live_for(tspec), tmpfs_live, True)
+        pl = pn.plan(self.spec, self.desired, cur, live_for(tspec), tmpfs_live, True)
         assert pl.stop == ["srv-app.mount", tspec.tmpfs_unit, tspec.prepare_unit]
         assert sorted(pl.remove) == sorted([tspec.tmpfs_unit, tspec.prepare_unit])
         assert pl.start == ["srv-app.mount"]
 
     def test_switch_tmpfs_to_persistent_next_boot_keeps_tmpfs(self):
-        spec = ov.resolve_ownership(spec_of(apply="next_boot"), 0, 0, 0o755)
-        tspec = ov.resolve_ownership(spec_of(upper="tmpfs"), 0, 0, 0o755)
-        cur = self.current(**ov.render_units(tspec))
-        pl = ov.plan(spec, ov.render_units(spec), cur, live_for(tspec), mi(tspec.tmpfs_dir, "tmpfs"), True)
+        spec = sp.resolve_ownership(spec_of(apply="next_boot"), 0, 0, 0o755)
+        tspec = sp.resolve_ownership(spec_of(upper="tmpfs"), 0, 0, 0o755)
+        cur = self.current(**un.render_units(tspec))
+        pl = pn.plan(spec, un.render_units(spec), cur, live_for(tspec), mi(tspec.tmpfs_dir, "tmpfs"), True)
         assert not pl.stop and not pl.remove and pl.reboot_required
 
     def test_tmpfs_resize_reloads(self):
-        tspec = ov.resolve_ownership(spec_of(upper="tmpfs", tmpfs_size="1G"), 0, 0, 0o755)
-        old = ov.resolve_ownership(spec_of(upper="tmpfs", tmpfs_size="512M"), 0, 0, 0o755)
-        cur = self.current(**ov.render_units(old))
-        pl = ov.plan(tspec, ov.render_units(tspec), cur, live_for(old), mi(tspec.tmpfs_dir, "tmpfs"), True)
+        tspec = sp.resolve_ownership(spec_of(upper="tmpfs", tmpfs_size="1G"), 0, 0, 0o755)
+        old = sp.resolve_ownership(spec_of(upper="tmpfs", tmpfs_size="512M"), 0, 0, 0o755)
+        cur = self.current(**un.render_units(old))
+        pl = pn.plan(tspec, un.render_units(tspec), cur, live_for(old), mi(tspec.tmpfs_dir, "tmpfs"), True)
         assert pl.reload_units == [tspec.tmpfs_unit] and not pl.stop
 
 
 def test_live_matches_readonly_overlay():
     spec = resolved(upper="none")
-    assert ov.live_matches(spec, ov.parse_overlay_options("ro,lowerdir=/opt/app/v2:/opt/app/base"), "ro,nosuid,nodev")
-    assert not ov.live_matches(spec, ov.parse_overlay_options("ro,lowerdir=/opt/app/v2"), "ro,nosuid,nodev")
-    assert not ov.live_matches(spec, ov.parse_overlay_options("lowerdir=/opt/app/v2:/opt/app/base"), "ro")
+    assert pn.live_matches(
+        spec, minfo.parse_overlay_options("ro,lowerdir=/opt/app/v2:/opt/app/base"), "ro,nosuid,nodev"
+    )
+    assert not pn.live_matches(spec, minfo.parse_overlay_options("ro,lowerdir=/opt/app/v2"), "ro,nosuid,nodev")
+    assert not pn.live_matches(spec, minfo.parse_overlay_options("lowerdir=/opt/app/v2:/opt/app/base"), "ro")
 
 
 def make_proc(root, pid, comm, cwd="/", fds=(), maps=()):
@@ -652,47 +661,47 @@ def test_find_holders(tmp_path):
     make_proc(proc, os.getpid(), "self", cwd="/srv/app")
     (proc / "self").mkdir()
     (proc / "999").mkdir()  # a process that vanished: nothing readable
-    holders = ov.find_holders("/srv/app", str(proc))
+    holders = hst.find_holders("/srv/app", str(proc))
     assert holders == [
         {"pid": 100, "comm": "bash", "reason": "cwd"},
         {"pid": 101, "comm": "less", "reason": "fd 1 /srv/app/log"},
         {"pid": 102, "comm": "python3", "reason": "maps /srv/app/lib/x.so"},
     ]
-    assert ov.find_holders("/srv/app", str(tmp_path / "nothing")) == []
+    assert hst.find_holders("/srv/app", str(tmp_path / "nothing")) == []
 
 
 def test_workdir_is_fresh(tmp_path):
-    assert ov.workdir_is_fresh(str(tmp_path / "missing"))
+    assert hst.workdir_is_fresh(str(tmp_path / "missing"))
     w = tmp_path / "w"
     w.mkdir()
-    assert ov.workdir_is_fresh(str(w))
+    assert hst.workdir_is_fresh(str(w))
     (w / "work").mkdir()
     (w / "index").mkdir()
-    assert ov.workdir_is_fresh(str(w))
+    assert hst.workdir_is_fresh(str(w))
     (w / "work" / "leftover").write_text("x")
-    assert not ov.workdir_is_fresh(str(w))
+    assert not hst.workdir_is_fresh(str(w))
     (w / "work" / "leftover").unlink()
     (w / "data").write_text("x")
-    assert not ov.workdir_is_fresh(str(w))
+    assert not hst.workdir_is_fresh(str(w))
 
 
 def test_make_dirs_secure(tmp_path):
     created = []
     target = tmp_path / "a" / "b" / "upper"
-    assert ov.make_dirs_secure(str(target), 0o750, os.geteuid(), os.getegid(), created, parent_mode=0o700)
+    assert hst.make_dirs_secure(str(target), 0o750, os.geteuid(), os.getegid(), created, parent_mode=0o700)
     assert created == [str(tmp_path / "a"), str(tmp_path / "a" / "b"), str(target)]
     assert oct(os.stat(target).st_mode & 0o7777) == oct(0o750)
     assert oct(os.stat(tmp_path / "a").st_mode & 0o7777) == oct(0o700)
     again = []
-    assert not ov.make_dirs_secure(str(target), 0o750, os.geteuid(), os.getegid(), again)
+    assert not hst.make_dirs_secure(str(target), 0o750, os.geteuid(), os.getegid(), again)
     assert again == []
 
 
 def test_make_dirs_secure_refuses_symlink(tmp_path):
     (tmp_path / "real").mkdir()
     os.symlink(tmp_path / "real", tmp_path / "link")
-    with pytest.raises(ov.UnsafePathError) as err:
-        ov.make_dirs_secure(str(tmp_path / "link" / "upper"), 0o755, 0, 0, [])
+    with pytest.raises(er.UnsafePathError) as err:
+        hst.make_dirs_secure(str(tmp_path / "link" / "upper"), 0o755, 0, 0, [])
     assert "symlink" in str(err.value)
     assert not (tmp_path / "real" / "upper").exists()
 
@@ -701,50 +710,115 @@ def test_make_dirs_secure_refuses_world_writable_parent(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     os.chmod(shared, 0o777)
-    with pytest.raises(ov.UnsafePathError):
-        ov.make_dirs_secure(str(shared / "x" / "upper"), 0o755, 0, 0, [])
+    with pytest.raises(er.UnsafePathError):
+        hst.make_dirs_secure(str(shared / "x" / "upper"), 0o755, 0, 0, [])
 
 
-@pytest.mark.parametrize(
-    "params",
-    [
-        dict(
-            path="/srv/kiosk",
-            lowerdir=["/opt/a b,c:d", "/opt/base"],
-            upper="tmpfs",
-            tmpfs_size="50%",
-            tmpfs_nr_inodes="10k",
-            tmpfs_mode="0750",
-            owner="1000",
-            group="100",
-            mode="0711",
-            flags=["nosuid", "noexec", "noatime"],
-            index=False,
-            redirect_dir="off",
-            xino="auto",
-            volatile=True,
-            timeout="90s",
-            description="Kiosk 100%",
-            before=["a.service"],
-            after=["b.service"],
-            requires=["c.service"],
-            wanted_by=["multi-user.target"],
-        ),
-        dict(path="/srv/app", lowerdir=["/opt/x"], upperdir="/data/u", workdir="/data/w", metacopy=True),
-        dict(path="/srv/app", lowerdir=["/opt/x"], flags=[]),
-        dict(path="/srv/ro", lowerdir=["/opt/x", "/opt/y"], upper="none", uuid="off", nfs_export=True),
-    ],
-)
-def test_params_from_unit_round_trip(params):
-    """Reading the parameters back from our units renders the very same units."""
-    spec = ov.resolve_ownership(ov.build_spec(params), 1000, 100, 0o711)
-    units = ov.render_units(spec)
-    back = ov.params_from_unit(units[spec.unit], units.get(spec.tmpfs_unit), units.get(spec.prepare_unit), False)
+ROUND_TRIP = [
+    dict(
+        path="/srv/kiosk",
+        lowerdir=["/opt/a b,c:d", "/opt/base"],
+        upper="tmpfs",
+        tmpfs_size="50%",
+        tmpfs_nr_inodes="10k",
+        tmpfs_mode="0750",
+        owner="1000",
+        group="100",
+        mode="0711",
+        flags=["nosuid", "noexec", "noatime"],
+        index=False,
+        redirect_dir="off",
+        xino="auto",
+        volatile=True,
+        timeout="90s",
+        description="Kiosk 100%",
+        before=["a.service"],
+        after=["b.service"],
+        requires=["c.service"],
+        wanted_by=["multi-user.target"],
+    ),
+    dict(path="/srv/app", lowerdir=["/opt/x"], upperdir="/data/u", workdir="/data/w", metacopy=True),
+    dict(path="/srv/app", lowerdir=["/opt/x"], flags=[]),
+    dict(path="/srv/ro", lowerdir=["/opt/x", "/opt/y"], upper="none", uuid="off", nfs_export=True),
+]
+
+
+@pytest.mark.parametrize("params", ROUND_TRIP)
+def test_declaration_round_trip(params):
+    """The declaration recorded in the overlay unit renders the very same units."""
+    spec = sp.resolve_ownership(sp.build_spec(params), 1000, 100, 0o711)
+    units = un.render_units(spec)
+    back = un.read_declaration(units[spec.unit], units.get(spec.tmpfs_unit), units.get(spec.prepare_unit), False)
     assert back["lowerdir"] == params["lowerdir"] and back["enabled"] is False
-    again = ov.resolve_ownership(ov.build_spec(back), 1000, 100, 0o711)
-    assert ov.render_units(again) == units
+    again = sp.resolve_ownership(sp.build_spec(back), 1000, 100, 0o711)
+    assert un.render_units(again) == units
+
+
+def without_declaration(text):
+    return "".join(line for line in text.splitlines(True) if not line.startswith(un.X_PREFIX + "Declaration="))
+
+
+@pytest.mark.parametrize("params", ROUND_TRIP)
+def test_legacy_units_read_as_the_declaration(params):
+    """A unit without the declaration (0.1.0) reads back the same parameters as the declaration says."""
+    spec = sp.resolve_ownership(sp.build_spec(params), 1000, 100, 0o711)
+    units = un.render_units(spec)
+    legacy = without_declaration(units[spec.unit])
+    assert legacy != units[spec.unit]
+    args = (units.get(spec.tmpfs_unit), units.get(spec.prepare_unit), True)
+    assert un.read_declaration(legacy, *args) == un.read_declaration(units[spec.unit], *args)
+
+
+def test_declaration_keeps_what_the_unit_text_loses():
+    """Before=local-fs.target is rendered once anyway: only the declaration gives it back."""
+    spec = sp.resolve_ownership(
+        sp.build_spec(dict(path="/srv/a", lowerdir=["/opt/x"], before=["local-fs.target"])), 0, 0, 0o755
+    )
+    text = un.render_units(spec)[spec.unit]
+    assert un.read_declaration(text)["before"] == ["local-fs.target"]
+    assert un.read_declaration(without_declaration(text))["before"] == []
+
+
+def test_damaged_declaration_names_the_fix():
+    spec = sp.resolve_ownership(sp.build_spec(dict(path="/srv/a", lowerdir=["/opt/x"])), 0, 0, 0o755)
+    text = un.render_units(spec)[spec.unit].replace(un.X_PREFIX + "Declaration={", un.X_PREFIX + "Declaration={x")
+    with pytest.raises(er.OverlayError, match="Declaration key of the unit for /srv/a is damaged; apply the overlay"):
+        un.read_declaration(text)
+
+
+def test_units_of_main_are_the_new_units_without_the_declaration():
+    """The units 0.1.0 (main before the declaration) wrote, stored in fixtures, differ only by that line."""
+    with open(os.path.join(os.path.dirname(__file__), "fixtures", "units-main.json"), encoding="utf-8") as fh:
+        cases = json.load(fh)
+    for case in cases.values():
+        spec = sp.resolve_ownership(sp.build_spec(case["params"]), 1000, 100, 0o711)
+        new = un.render_units(spec)
+        assert {n: without_declaration(t) for n, t in new.items()} == case["units"]
+        assert [n for n in new if new[n] != case["units"][n]] == [spec.unit]
 
 
 def test_params_from_unit_refuses_foreign_units():
-    with pytest.raises(ov.OverlayError, match="not written by overlayfs.systemd"):
-        ov.params_from_unit("[Mount]\nWhat=/dev/sdb1\nWhere=/srv/x\n")
+    with pytest.raises(er.OverlayError, match="not written by overlayfs.systemd"):
+        un.read_declaration("[Mount]\nWhat=/dev/sdb1\nWhere=/srv/x\n")
+
+
+def test_parse_unit_last_wins_comments_and_percent():
+    text = "[Unit]\nDescription=a\n[Mount]\n# Where=/no\nWhere=/srv/a\nWhere=/srv/100%%\n; x=y\nbroken line\n"
+    unit = un.parse_unit(text)
+    assert unit.values("Mount") == {"Where": "/srv/100%"}
+    assert unit.entries("Mount") == (("Where", "/srv/a"), ("Where", "/srv/100%"))
+    assert un.parse_unit(None).values("Mount") == {} and unit.values("Install") == {}
+
+
+def test_parse_unit_body_is_the_section_as_written():
+    text = "# header\n[Unit]\nA=1\n[Mount]\nWhat=x\n# note\n\n[Unit]\nB=2\n"
+    unit = un.parse_unit(text)
+    assert unit.body("Mount") == "What=x\n# note\n"
+    assert unit.body("Unit") == "A=1\nB=2"  # a repeated section continues the first
+    assert unit.body("Install") is None and un.parse_unit(None).body("Unit") is None
+
+
+def test_parse_unit_managed_keys_only_in_unit_section():
+    text = "[Unit]\nX-OverlayfsSystemd-Path=/srv/100%%\n[Mount]\nX-OverlayfsSystemd-Id=no\n"
+    assert un.parse_unit(text).managed == {"Path": "/srv/100%"}
+    assert un.parse_unit("[Unit]\nDescription=x\n").managed == {}

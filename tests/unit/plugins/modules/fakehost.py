@@ -18,8 +18,10 @@ import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host as hostio
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
 
 MUTATING = ("start", "stop", "restart", "reload", "enable", "disable", "reenable", "daemon-reload")
 
@@ -82,16 +84,11 @@ class FakeHost:
 
     # -- fake systemd ------------------------------------------------------
     def _mount_section(self, name: str) -> dict[str, str]:
-        text = self.unit_text(name) or ""
-        keys: dict[str, str] = {}
-        for line in (ov.unit_section(text, "Mount") or "").splitlines():
-            k, _sep, v = line.partition("=")
-            keys[k] = v.replace("%%", "%")
-        return keys
+        return un.parse_unit(self.unit_text(name)).values("Mount")
 
     def _mount(self, name: str) -> None:
         keys = self._mount_section(name)
-        opts = ov.split_unescaped(keys["Options"], ",")
+        opts = minfo.split_unescaped(keys["Options"], ",")
         flags = [o for o in opts if o in ("ro", "nosuid", "nodev", "noexec")]
         mount_opts = ",".join(["ro" if "ro" in flags else "rw"] + [f for f in flags if f != "ro"] + ["relatime"])
         where = keys["Where"]
@@ -140,9 +137,9 @@ class FakeHost:
         if name.endswith(".mount"):
             self._mount(name)
         else:
-            for line in (ov.unit_section(text, "Service") or "").splitlines():
-                if line.startswith("ExecStart="):
-                    os.makedirs(line.rsplit(" ", 1)[1].strip('"'), exist_ok=True)
+            for key, value in un.parse_unit(text).entries("Service"):
+                if key == "ExecStart":
+                    os.makedirs(value.rsplit(" ", 1)[1].strip('"'), exist_ok=True)
         self.active.add(name)
         return 0, "", ""
 
@@ -198,12 +195,12 @@ class FakeHost:
 
 def make_host(tmp_path, monkeypatch) -> FakeHost:
     h = FakeHost(tmp_path)
-    monkeypatch.setattr(conv, "UNIT_DIR", str(h.unit_dir))
-    monkeypatch.setattr(conv, "MOUNTINFO", str(h.mountinfo))
-    monkeypatch.setattr(conv, "PROC_ROOT", str(h.proc))
-    monkeypatch.setattr(conv, "FSTAB", str(tmp_path / "fstab"))
-    monkeypatch.setattr(ov, "PERSISTENT_BASE", str(tmp_path / "var" / "lib" / "overlayfs"))
-    monkeypatch.setattr(ov, "TMPFS_BASE", str(tmp_path / "run" / "overlayfs"))
+    monkeypatch.setattr(hostio, "UNIT_DIR", str(h.unit_dir))
+    monkeypatch.setattr(hostio, "MOUNTINFO", str(h.mountinfo))
+    monkeypatch.setattr(hostio, "PROC_ROOT", str(h.proc))
+    monkeypatch.setattr(hostio, "FSTAB", str(tmp_path / "fstab"))
+    monkeypatch.setattr(nm, "PERSISTENT_BASE", str(tmp_path / "var" / "lib" / "overlayfs"))
+    monkeypatch.setattr(nm, "TMPFS_BASE", str(tmp_path / "run" / "overlayfs"))
 
     def exit_json(self, **kw):
         raise AnsibleExitJson(kw)
