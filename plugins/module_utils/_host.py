@@ -17,7 +17,6 @@ import errno
 import grp
 import os
 import pwd
-import shutil
 import stat
 import tempfile
 from collections.abc import Callable
@@ -30,8 +29,13 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
     UnsafePathError,
 )
+from ansible_collections.overlayfs.systemd.plugins.module_utils._liveguard import (
+    LiveLayers,
+    apply_removal,
+    list_dir,
+    removal_plan,
+)
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
-    mount_at,
     parse_mountinfo,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
@@ -378,17 +382,33 @@ def upper_root_fixes(spec: OverlaySpec) -> list[str]:
     return fixes
 
 
-def remove_created(created: list[str], mounts: list[_mountinfo.MountInfo]) -> list[str]:
-    errors = []
-    for d in reversed(created):
-        if mount_at(mounts, d) is not None:
-            continue
-        try:
-            if os.path.isdir(d) and not os.path.islink(d):
-                shutil.rmtree(d)
-        except OSError as exc:
-            errors.append("%s: %s" % (d, exc))
-    return errors
+def live_layers(mounts: list[_mountinfo.MountInfo]) -> list[LiveLayers]:
+    """The layer paths of every mounted overlay."""
+    out = []
+    for m in mounts:
+        if m.fstype == "overlay":
+            o = _mountinfo.parse_overlay_options(m.super_options, m.mount_options)
+            out.append(LiveLayers(m.mount_point, o.upperdir, o.workdir, tuple(o.lowerdir)))
+    return out
+
+
+def remove_created(
+    created: list[str], mounts: list[_mountinfo.MountInfo], workdirs: tuple[str, ...] = ()
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Remove the directories a failed run created, except what a live mount uses or holds foreign data.
+
+    Only empty directories are removed (``rmdir``). Returns (problems, kept):
+    the removals that failed, and {path, reason} of each directory kept.
+    """
+    plan = removal_plan(
+        created,
+        overlays=live_layers(mounts),
+        mount_points=[m.mount_point for m in mounts],
+        listdir=list_dir,
+        workdirs=workdirs,
+    )
+    stayed = apply_removal(plan)
+    return ["%s: %s" % (s["path"], s["reason"]) for s in stayed], plan.kept
 
 
 def managed_units() -> dict[str, dict[str, str]]:

@@ -28,11 +28,14 @@ import fcntl
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 LOCK_PATH = "/run/lock/overlayfs-systemd.lock"
+#: The parameter every changing module takes (documented in doc_fragments/lock.py).
+LOCK_ARGUMENT_SPEC: dict[str, Any] = dict(lock_timeout=dict(type="float", default=120))
 DEFAULT_TIMEOUT = 120
 POLL_INTERVAL = 0.1
 CMDLINE_MAX = 300
@@ -123,7 +126,7 @@ def read_cmdline(pid: int, proc_root: str = "/proc") -> str | None:
             raw = fh.read()
     except OSError:
         return None
-    text = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+    text = " ".join(raw.replace(b"\0", b" ").decode("utf-8", "replace").split())
     return text if len(text) <= CMDLINE_MAX else text[: CMDLINE_MAX - 3] + "..."
 
 
@@ -151,7 +154,7 @@ class HostLock:
     ``clock``, ``sleep`` and ``proc_root`` are for unit tests.
     """
 
-    path: str = LOCK_PATH
+    path: str = ""
     timeout: float = DEFAULT_TIMEOUT
     proc_root: str = "/proc"
     clock: Callable[[], float] = time.monotonic
@@ -160,6 +163,7 @@ class HostLock:
     report: LockReport = field(init=False)
 
     def __post_init__(self) -> None:
+        self.path = self.path or LOCK_PATH
         self.report = LockReport(self.path)
 
     def acquire(self) -> LockReport:
@@ -253,3 +257,51 @@ class HostLock:
             os.pwrite(fd, ("pid=%d\n" % os.getpid()).encode("ascii"), 0)
         except OSError:  # information only
             pass
+
+
+@contextmanager
+def host_lock(module: Any, *, changes: bool = True) -> Iterator[LockReport]:
+    """Hold the host lock around a module's run (none in check mode or for read-only runs).
+
+    Yields the report (``taken`` false when no lock was needed); a run that
+    waited gets a warning. Raises LockError on timeout.
+    """
+    if not needs_lock(check_mode=module.check_mode, changes=changes):
+        yield LockReport(LOCK_PATH)
+        return
+    lock = HostLock(timeout=module.params["lock_timeout"])
+    report = lock.acquire()
+    try:
+        msg = report.message()
+        if msg:
+            module.warn(msg)
+        yield report
+    finally:
+        lock.release()
+
+
+def run_locked(
+    module: Any,
+    run: Callable[[], dict[str, Any]],
+    *,
+    failure: Callable[[str, dict[str, Any]], Exception],
+    changes: bool = True,
+) -> dict[str, Any]:
+    """``run()`` under the host lock; its result (or its failure's) gets the ``lock`` key.
+
+    ``failure(msg, result)`` builds the module's failure type, which carries
+    a ``result`` dict; a lock timeout becomes one with ``changed=False``.
+    """
+    try:
+        with host_lock(module, changes=changes) as report:
+            try:
+                result = run()
+            except Exception as exc:
+                if isinstance(getattr(exc, "result", None), dict):
+                    exc.result["lock"] = report.as_result()  # type: ignore[attr-defined]
+                raise
+    except LockError as exc:
+        refused = LockReport(LOCK_PATH, waited=exc.waited, holder=exc.holder)
+        raise failure(exc.message, dict(changed=False, param=exc.param, lock=refused.as_result())) from None
+    result["lock"] = report.as_result()
+    return result

@@ -24,6 +24,8 @@ author:
 requirements:
   - systemd as the init system (C(systemctl)); Linux with the C(overlay) file system.
   - Root (the module reads C(trusted.overlay.*) extended attributes and copies owners and device nodes).
+extends_documentation_fragment:
+  - overlayfs.systemd.lock
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -168,6 +170,46 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+lock:
+  description: The host-wide lock (O(lock_timeout)) of this run.
+  returned: always
+  type: dict
+  contains:
+    path:
+      description: The lock file.
+      type: str
+      sample: /run/lock/overlayfs-systemd.lock
+    taken:
+      description: Whether this run held the lock (false in check mode and for read-only runs, and when it timed out).
+      type: bool
+      sample: true
+    waited:
+      description: Seconds this run waited for another run to release the lock.
+      type: float
+      sample: 12.4
+    waited_for:
+      description: The run it waited for (or, on timeout, the holder), C(pid) and C(cmdline).
+      type: dict
+      returned: when the lock was held by another run
+      sample: {pid: 4242, cmdline: /usr/bin/python3 /root/.ansible/tmp/ansible-tmp-1/AnsiballZ_mounts.py}
+cleaned:
+  description:
+    - Leftovers of an earlier run that died (its pid is gone) beside O(dest), the upper or the work directory,
+      removed by this run (in check mode, to remove); each with C(path), C(beside), C(kind) (C(partial) a
+      copy of V(committed), C(discard) or C(commit) a moved-aside layer), C(pid) and C(action).
+    - A moved-aside layer is removed only once the overlay runs on the directory it was moved away from;
+      otherwise it is kept, listed in RV(leftovers_kept) with the way back, and the run warns.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{path: /srv/layers/.v2.overlayfs-partial-4242, beside: /srv/layers/v2, kind: partial, pid: "4242",
+    action: removed}]
+leftovers_kept:
+  description: Leftovers found and kept, each with C(path) and C(reason).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
 unit:
   description: The overlay's mount unit (the value O(confirm) expects).
   returned: always
@@ -307,6 +349,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import ModuleFailure
+from ansible_collections.overlayfs.systemd.plugins.module_utils._hostlock import LOCK_ARGUMENT_SPEC, run_locked
 from ansible_collections.overlayfs.systemd.plugins.module_utils._oci import COMPRESSIONS
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
 from ansible_collections.overlayfs.systemd.plugins.module_utils._upper_states import STATES, load_overlay, run_state
@@ -324,16 +367,21 @@ ARGUMENT_SPEC: dict[str, Any] = dict(
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
+        argument_spec=dict(ARGUMENT_SPEC, **LOCK_ARGUMENT_SPEC),
         supports_check_mode=True,
         required_if=[("state", "committed", ("dest",)), ("state", "exported", ("dest",))],
     )
     p = module.params
     sd = Systemd(module)
     result: dict[str, Any] = dict(changed=False, actions=[], path=p["path"])
+
+    def run() -> dict[str, Any]:
+        run_state(STATES[p["state"]], module, sd, load_overlay(sd, p["path"], result), result)
+        return result
+
     try:
-        overlay = load_overlay(sd, p["path"], result)
-        run_state(STATES[p["state"]], module, sd, overlay, result)
+        # Every state but inspected changes the host: it waits for (and holds) the host lock.
+        result = run_locked(module, run, failure=ModuleFailure, changes=p["state"] != "inspected")
     except ModuleFailure as exc:
         module.fail_json(msg=exc.msg, **exc.result)
     module.exit_json(**result)
