@@ -27,7 +27,13 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _mountinfo, _names, _plan, _restarts
+from ansible_collections.overlayfs.systemd.plugins.module_utils import (
+    _host,
+    _mountinfo,
+    _names,
+    _plan,
+    _restarts,
+)
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     BusyError,
     ModuleFailure,
@@ -219,6 +225,19 @@ def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo
     )
 
 
+def live_layer_drift(spec: OverlaySpec, live: _mountinfo.MountInfo | None) -> list[dict[str, Any]]:
+    """Drift of the mounted overlay's upper and work directories (gone, replaced); [] when not mounted."""
+    if live is None:
+        return []
+    return _host.layer_drift_of(
+        path=spec.path,
+        unit=spec.unit,
+        unit_upperdir=spec.upperdir,
+        unit_workdir=spec.workdir,
+        live=parse_overlay_options(live.super_options, live.mount_options),
+    )
+
+
 def _plan_directories(spec: OverlaySpec, pl: _plan.Plan) -> list[tuple[str, int, int, int, int]]:
     """Record in the plan the directories to create and the upper root attributes to fix; returns the dirs."""
     dirs = []
@@ -268,6 +287,8 @@ def prepare(
             desired = {}
             purge = purge_targets(spec, facts.current) if spec.purge else []
             check_purge(spec, purge, facts.mounts)
+        layer_drift = live_layer_drift(spec, facts.live) if spec.state != "absent" else []
+        result["layer_drift"] = [d["key"] for d in layer_drift]
         pl = plan(
             spec,
             desired,
@@ -277,6 +298,7 @@ def prepare(
             facts.enabled_now,
             facts.pending_reload,
             purge,
+            layers_drifted=bool(layer_drift),
         )
         tmpfs_loss_check(spec, pl)
     except OverlayError as exc:
@@ -367,7 +389,8 @@ def activate(module: AnsibleModule, sd: Systemd, prep: Prepared) -> None:
             sd.start(name)
             if name == spec.unit:
                 step = "verify %s" % name
-                verify_mount(spec)
+                live = verify_mount(spec)
+                _host.record_layers(spec.unit, live)
     except (CommandError, OverlayError, OSError) as exc:
         raise ActivationError(step, exc) from exc
     for name in pl.enable:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _liveguard, _mountinfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
     UnsafePathError,
@@ -33,7 +33,10 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._liveguard impor
     LiveLayers,
     apply_removal,
     list_dir,
+    parse_record,
     removal_plan,
+    render_record,
+    stat_dir,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
     parse_mountinfo,
@@ -390,6 +393,40 @@ def live_layers(mounts: list[_mountinfo.MountInfo]) -> list[LiveLayers]:
             o = _mountinfo.parse_overlay_options(m.super_options, m.mount_options)
             out.append(LiveLayers(m.mount_point, o.upperdir, o.workdir, tuple(o.lowerdir)))
     return out
+
+
+def read_layer_record(unit: str) -> dict[str, tuple[int, int]]:
+    """The identities the layers of ``unit`` had when this collection last mounted it in this boot."""
+    return parse_record(read_text(os.path.join(_liveguard.RECORD_DIR, unit)))
+
+
+def layer_drift_of(
+    *, path: str, unit: str, unit_upperdir: str | None, unit_workdir: str | None, live: _mountinfo.OverlayOptions
+) -> list[dict[str, Any]]:
+    """Drift of a mounted overlay's upper and work directories on this host (``_liveguard.layer_drift``)."""
+    return _liveguard.layer_drift(
+        live=LiveLayers(path, live.upperdir, live.workdir, tuple(live.lowerdir)),
+        unit_upperdir=unit_upperdir,
+        unit_workdir=unit_workdir,
+        stat_dir=stat_dir,
+        recorded=read_layer_record(unit),
+        listdir=list_dir,
+    )
+
+
+def record_layers(unit: str, live: _mountinfo.MountInfo) -> None:
+    """Record the identities of a just-mounted overlay's upper and work directories (best effort)."""
+    opts = _mountinfo.parse_overlay_options(live.super_options, live.mount_options)
+    ids = {p: stat_dir(p) for p in (opts.upperdir, opts.workdir) if p}
+    layers = {p: i for p, i in ids.items() if i is not None}
+    try:
+        os.makedirs(_liveguard.RECORD_DIR, 0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=_liveguard.RECORD_DIR, prefix=".%s." % unit[:100])
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(render_record(layers))
+        os.rename(tmp, os.path.join(_liveguard.RECORD_DIR, unit))
+    except OSError:
+        pass
 
 
 def remove_created(

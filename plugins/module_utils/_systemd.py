@@ -124,7 +124,12 @@ class Systemd:
         return out if rc == 0 else ""
 
     def util_linux_version(self) -> tuple[int, int] | None:
-        """(major, minor) of mount(8)'s util-linux, None if unknown."""
+        """(major, minor) of mount(8)'s util-linux, None if unknown; asked once per module run."""
+        if not hasattr(self, "_util_linux"):
+            self._util_linux = self._ask_util_linux()
+        return self._util_linux
+
+    def _ask_util_linux(self) -> tuple[int, int] | None:
         if not self.mount_bin:
             return None
         rc, out, dummy = self.run([self.mount_bin, "--version"], check=False)

@@ -353,6 +353,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+layer_drift:
+  description:
+    - The drift of the live overlay's upper and work directories (the keys of M(overlayfs.systemd.mount_info)'s
+      C(drift_keys), such as V(upper_missing) or V(upper_replaced)); each is a change, repaired by a restart
+      (or, with O(apply=next_boot), at the next boot, RV(reboot_required)). A missing directory is created again.
+  returned: always
+  type: list
+  elements: str
+  sample: []
 lock:
   description: The host-wide lock (O(lock_timeout)) of this run.
   returned: always

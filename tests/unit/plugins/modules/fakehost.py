@@ -23,6 +23,7 @@ from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _host as hostio
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _hostlock as hostlock
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _liveguard as liveguard
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
@@ -106,6 +107,10 @@ class FakeHost:
         mount_opts = ",".join(["ro" if "ro" in flags else "rw"] + [f for f in flags if f != "ro"] + ["relatime"])
         where = keys["Where"]
         if keys["Type"] == "overlay":
+            # The kernel makes $workdir/work at mount.
+            for o in opts:
+                if o.startswith("workdir="):
+                    os.makedirs(os.path.join(o.split("=", 1)[1], "work"), exist_ok=True)
             super_opts = ",".join(octal_escape(o, ", \t\n\\") for o in opts if o not in flags)
             line = "%d 22 0:%d / %s %s - overlay overlay rw,%s" % (
                 self.next_id,
@@ -225,6 +230,7 @@ def make_host(tmp_path, monkeypatch) -> FakeHost:
     monkeypatch.setattr(hostio, "MOUNTINFO", str(h.mountinfo))
     monkeypatch.setattr(hostio, "PROC_ROOT", str(h.proc))
     monkeypatch.setattr(hostio, "FSTAB", str(tmp_path / "fstab"))
+    monkeypatch.setattr(liveguard, "RECORD_DIR", str(tmp_path / "run" / "overlayfs-systemd" / "layers"))
     monkeypatch.setattr(hostlock, "LOCK_PATH", str(tmp_path / "run" / "lock" / "overlayfs-systemd.lock"))
     monkeypatch.setattr(nm, "PERSISTENT_BASE", str(tmp_path / "var" / "lib" / "overlayfs"))
     monkeypatch.setattr(nm, "TMPFS_BASE", str(tmp_path / "run" / "overlayfs"))

@@ -457,3 +457,46 @@ def test_lock_result_and_check_mode_without_lock(host):
     assert r["lock"]["taken"] and r["lock"]["path"].endswith("/run/lock/overlayfs-systemd.lock")
     r = ok(params(host), check_mode=True)
     assert not r["lock"]["taken"]
+
+
+def replace_dir(path):
+    """rm -rf path; mkdir path, the way an operator or a cleanup script does: same path, another directory."""
+    tmp = path + ".new"
+    os.mkdir(tmp)
+    os.rename(path, path + ".old")
+    os.rename(tmp, path)
+    return path + ".old"
+
+
+@pytest.mark.parametrize("layer,key", [("upperdir", "upper_replaced"), ("workdir", "work_replaced")])
+def test_replaced_layer_is_a_change_repaired_by_a_restart(host, layer, key):
+    r0 = ok(params(host))
+    unit = r0["unit"]
+    assert ok(params(host))["layer_drift"] == []
+    replace_dir(r0[layer])
+    host.commands.clear()
+    r = ok(params(host), check_mode=True)
+    assert r["changed"] and key in r["layer_drift"] and host.mutating() == []
+    r = ok(params(host))
+    assert r["changed"] and key in r["layer_drift"]
+    assert [c for c in host.mutating() if c[1] == unit] == [["stop", unit], ["start", unit]]
+    r = ok(params(host))
+    assert not r["changed"] and r["layer_drift"] == []
+
+
+def test_missing_upper_is_created_again_and_the_overlay_restarted(host):
+    r0 = ok(params(host))
+    os.rename(r0["upperdir"], r0["upperdir"] + ".gone")
+    r = ok(params(host))
+    assert r["changed"] and r["layer_drift"] == ["upper_missing"] and os.path.isdir(r0["upperdir"])
+    assert "create directory %s" % r0["upperdir"] in r["actions"]
+    assert not ok(params(host))["changed"]
+
+
+def test_replaced_layer_with_next_boot_waits_for_the_reboot(host):
+    r0 = ok(params(host))
+    replace_dir(r0["upperdir"])
+    host.commands.clear()
+    r = ok(params(host, apply="next_boot"))
+    assert r["reboot_required"] and r["layer_drift"] == ["upper_replaced"]
+    assert not [c for c in host.mutating() if c[0] in ("stop", "start")]
