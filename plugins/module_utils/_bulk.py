@@ -22,6 +22,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _names, _restarts, _units
 from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import (
+    FACT_PROPS,
     ActivationError,
     Prepared,
     activate,
@@ -191,13 +192,16 @@ def converge_many(
     items, problems = _declare(overlays, defaults or {})
     if exclusive:
         problems += _declare_removals(items, purge)
-    problems += _prepare_all(module, sd, items)
+    # Reading the host: one systemctl show for every overlay's units and the target, not one per overlay.
+    names = [n for it in items if it.error is None for n in _candidate_units(it.path)] + ([target] if target else [])
     tplan: TargetPlan | None = None
-    if target:
-        try:
-            tplan = _plan_target(sd, target, items, exclusive)
-        except OverlayError as exc:
-            problems.append(str(exc))
+    with sd.prefetched(names, FACT_PROPS):
+        problems += _prepare_all(module, sd, items)
+        if target:
+            try:
+                tplan = _plan_target(sd, target, items, exclusive)
+            except OverlayError as exc:
+                problems.append(str(exc))
     result = _bulk_result(module, items, tplan)
     if problems:
         result["changed"] = False
@@ -223,7 +227,8 @@ def converge_many(
     # Also when an overlay failed (a busy one): what the restarts took down comes back.
     back = _restarts.bring_back(sd, before, CommandError)
     failed = [it for it in items if it.error is not None]
-    target_error = _start_target(sd, tplan) if tplan is not None and not failed else None
+    stopped = any(prep.plan.stop for dummy, prep in work) or bool(tplan and tplan.stale)
+    target_error = _start_target(sd, tplan, stopped) if tplan is not None and not failed else None
     result = _bulk_result(module, items, tplan)
     failure = None
     if target_error is not None:
@@ -254,6 +259,14 @@ def _declare_removals(items: list[BulkItem], purge: bool) -> list[str]:
                 problems.append("%s (undeclared, %s): %s" % (path, unit, item.error.msg))
             items.append(item)
     return problems
+
+
+def _candidate_units(path: str) -> list[str]:
+    """The units an overlay at ``path`` may have; [] for a path prepare() will refuse anyway."""
+    try:
+        return _names.candidate_units(path)
+    except OverlayError:
+        return []
 
 
 def _prepare_all(module: AnsibleModule, sd: Systemd, items: list[BulkItem]) -> list[str]:
@@ -334,13 +347,16 @@ def _activate_all(module: AnsibleModule, sd: Systemd, work: list[tuple[BulkItem,
             it.error = ModuleFailure(str(exc), dict(prep.result, **command_keys(exc)))
 
 
-def _start_target(sd: Systemd, tplan: TargetPlan) -> CommandError | None:
+def _start_target(sd: Systemd, tplan: TargetPlan, stopped: bool) -> CommandError | None:
     """Enable and start the target once every overlay converged; returns the command that failed."""
     try:
         if tplan.enable:
             sd.enable(tplan.name)
-        # Stopping a required overlay (restart, removal) stops the target too: read it again.
-        if sd.show([tplan.name], ["ActiveState"]).get(tplan.name, {}).get("ActiveState") != "active":
+        # Stopping a required overlay (restart, removal) stops the target too: then read it again.
+        if not stopped:
+            if tplan.start:
+                sd.start(tplan.name)
+        elif sd.show([tplan.name], ["ActiveState"]).get(tplan.name, {}).get("ActiveState") != "active":
             tplan.start = True
             sd.start(tplan.name)
     except CommandError as exc:

@@ -183,6 +183,10 @@ def _fail(prep_result: dict[str, Any], exc: OverlayError, was_mounted: bool) -> 
     return ModuleFailure(str(exc), result)
 
 
+#: The systemd properties ``read_facts`` asks for each candidate unit.
+FACT_PROPS = ("Id", "UnitFileState", "NeedDaemonReload", "ActiveState")
+
+
 @dataclass
 class HostFacts:
     """What the host says about one overlay, read once before planning."""
@@ -212,7 +216,7 @@ def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo
         live_tmpfs = None
     names = candidate_units(spec.path)
     current = {n: read_text(os.path.join(_host.UNIT_DIR, n)) for n in names}
-    props = sd.show(names, ["Id", "UnitFileState", "NeedDaemonReload", "ActiveState"])
+    props = sd.show(names, FACT_PROPS)
     return HostFacts(
         mounts=mounts,
         live=live,

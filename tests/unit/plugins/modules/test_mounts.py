@@ -293,6 +293,9 @@ def test_no_op_asks_systemd_nothing_more(host):
     r = ok({"overlays": items, "target": "overlays.target"})
     assert not r["changed"] and r["restarted_units"] == []
     assert not [c for c in host.systemctl("show") if "RequiredBy" in ",".join(c)]
+    # one systemctl show for the 3 overlays' units and the target; mount(8) asked once; nothing else
+    assert len(host.systemctl("show")) == 1 and host.systemctl() == host.systemctl("show")
+    assert len([c for c in host.commands if c[0].endswith("/mount")]) == 1
     assert r["lock"]["taken"] and r["lock"]["waited"] < 1
 
 
