@@ -137,11 +137,11 @@ UP, WORK = "/var/lib/overlayfs/k/upper", "/var/lib/overlayfs/k/work"
 LIVE = LiveLayers("/srv/k", UP, WORK, ("/opt/k",))
 
 
-def drift_keys(**kw):
-    kw.setdefault("live", LIVE)
-    kw.setdefault("unit_upperdir", UP)
-    kw.setdefault("unit_workdir", WORK)
-    return [d["key"] for d in layer_drift(**kw)]
+def drift_keys(*, stat_dir, live=LIVE, unit_upperdir=UP, unit_workdir=WORK, **kw):
+    return [
+        d["key"]
+        for d in layer_drift(live=live, unit_upperdir=unit_upperdir, unit_workdir=unit_workdir, stat_dir=stat_dir, **kw)
+    ]
 
 
 def test_no_drift_when_both_are_the_recorded_directories():
