@@ -211,7 +211,9 @@ def converge_many(
     if module.check_mode:
         return result
     work = _refuse_busy(items)
-    before = dependents_before(sd, [prep for dummy, prep in work], exclude=tuple(tplan.stale) if tplan else ())
+    before = dependents_before(
+        sd, [prep for dummy, prep in work], exclude=tuple(tplan.stale) if tplan else (), removals=tplan is not None
+    )
     work = _apply_files_all(module, sd, work)
     if tplan is not None:
         _write_target(module, sd, tplan, items, work)

@@ -483,9 +483,16 @@ def converge(module: AnsibleModule, sd: Systemd, params: dict[str, Any]) -> dict
     return result
 
 
-def dependents_before(sd: Systemd, preps: list[Prepared], exclude: tuple[str, ...] = ()) -> list[str]:
-    """The active units the planned stops take down with them (none when nothing stops; removals excluded)."""
-    stopping = [u for p in preps if p.spec.state != "absent" for u in p.plan.stop]
+def dependents_before(
+    sd: Systemd, preps: list[Prepared], exclude: tuple[str, ...] = (), removals: bool = False
+) -> list[str]:
+    """The active units the planned stops take down with them (none when nothing stops).
+
+    A removal's stops count only with ``removals`` (the mounts module, which
+    rewrites the aggregate target without the removed overlays); a lone
+    removal stops what requires the overlay on purpose.
+    """
+    stopping = [u for p in preps if removals or p.spec.state != "absent" for u in p.plan.stop]
     removed = {u for p in preps for u in p.plan.remove}
     try:
         found = _restarts.active_dependents(stopping, sd.show)

@@ -354,3 +354,14 @@ def test_rollback_keeps_the_layers_another_runs_live_overlay_uses(host, monkeypa
     assert os.path.isdir(b_work + "/work")
     # A's own directories are gone, B's stay
     assert sorted(os.listdir(base)) == ["srv-b"]
+
+
+def test_exclusive_removal_brings_back_the_service_of_the_target(host):
+    """Removing an undeclared overlay stops the target (it required it) and its app; both come back."""
+    items = kiosk(host, 3)
+    ok({"overlays": items, "target": "overlays.target"})
+    host.add_service("kiosk.service", "overlays.target")
+    r = ok({"overlays": items[:2], "target": "overlays.target", "exclusive": True})
+    assert r["removed"] == [items[2]["path"]]
+    assert r["restarted_units"] == ["overlays.target", "kiosk.service"]
+    assert {"overlays.target", "kiosk.service"} <= host.active
