@@ -20,9 +20,8 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _names, _restarts, _units
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _names, _restarts, _units
 from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import (
-    FACT_PROPS,
     ActivationError,
     Prepared,
     activate,
@@ -33,6 +32,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import
     finish,
     prepare,
     refuse_if_busy,
+    unit_diff,
     with_brought_back,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
@@ -40,12 +40,12 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._host import (
+    FACT_PROPS,
     managed_overlays,
     managed_units,
     read_mounts,
     read_text,
     remove_unit,
-    unit_diff,
     write_unit,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._plan import Action
@@ -147,11 +147,11 @@ def _plan_target(sd: Systemd, name: str, items: list[BulkItem], exclusive: bool)
     requires = [
         it.prep.spec.unit for it in items if not it.removal and it.prep is not None and it.prep.spec.state == "mounted"
     ]
-    current = read_text(os.path.join(_host.UNIT_DIR, name))
+    current = read_text(os.path.join(_names.ROOTS.unit_dir, name))
     if current is not None and not _units.is_managed(current):
         raise OverlayError(
             "target %s/%s exists and was not written by overlayfs.systemd; remove it or choose another target name"
-            % (_host.UNIT_DIR, name),
+            % (_names.ROOTS.unit_dir, name),
             "target",
         )
     stale = []
@@ -402,7 +402,7 @@ def _bulk_result(module: AnsibleModule, items: list[BulkItem], tplan: TargetPlan
         changed = changed or bool(actions)
         result["target"] = dict(
             name=tplan.name,
-            unit_path=os.path.join(_host.UNIT_DIR, tplan.name),
+            unit_path=os.path.join(_names.ROOTS.unit_dir, tplan.name),
             requires=tplan.requires,
             actions=actions,
             changed=bool(actions),

@@ -40,36 +40,24 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._host import (
-    PRIVATE_DIR_MODE,
     make_dirs_secure,
-    missing_dirs,
+    read_facts,
     read_mounts,
-    read_text,
     remove_created,
     remove_unit,
-    resolve_ids,
-    unit_diff,
-    upper_root_fixes,
     write_unit,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
     mount_at,
     parse_overlay_options,
 )
-from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
-    candidate_units,
-)
 from ansible_collections.overlayfs.systemd.plugins.module_utils._plan import (
     describe_mismatch,
     live_matches,
-    plan,
+    plan_run,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._preflight import (
-    busy_error,
-    check_purge,
     preflight,
-    purge_targets,
-    tmpfs_loss_check,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     OverlaySpec,
@@ -91,19 +79,6 @@ class ActivationError(Exception):
         self.cause = cause
 
 
-def directories_to_create(spec: OverlaySpec) -> list[tuple[str, int, int, int, int]]:
-    """(path, mode, uid, gid, parent_mode) of the directories the overlay needs on disk."""
-    if spec.state == "absent" or spec.upper != "persistent" or spec.upperdir is None or spec.workdir is None:
-        return []
-    if spec.upper_uid is None or spec.upper_gid is None or spec.upper_mode is None:
-        raise OverlayError("the upper root's owner and mode must be resolved first", "mode")
-    parent_mode = PRIVATE_DIR_MODE if spec.default_layout else 0o755
-    return [
-        (spec.upperdir, spec.upper_mode, spec.upper_uid, spec.upper_gid, parent_mode),
-        (spec.workdir, PRIVATE_DIR_MODE, 0, 0, parent_mode),
-    ]
-
-
 def verify_mount(spec: OverlaySpec) -> _mountinfo.MountInfo:
     live = mount_at(read_mounts(), spec.path)
     if live is None or live.fstype != "overlay":
@@ -116,42 +91,6 @@ def verify_mount(spec: OverlaySpec) -> _mountinfo.MountInfo:
             "path",
         )
     return live
-
-
-def rollback(
-    module: AnsibleModule,
-    sd: Systemd,
-    spec: OverlaySpec,
-    current: dict[str, str | None],
-    touched: list[str],
-    created: list[str],
-    was_mounted: bool,
-) -> list[str]:
-    """Undo what this run did; returns the problems met (best effort)."""
-    problems = []
-    for name in touched:
-        try:
-            old = current.get(name)
-            if old is None:
-                remove_unit(name)
-            else:
-                write_unit(module, name, old)
-        except OSError as exc:
-            problems.append("restore %s: %s" % (name, exc))
-    if touched:
-        try:
-            sd.daemon_reload()
-        except CommandError as exc:
-            problems.append(str(exc))
-    if was_mounted and mount_at(read_mounts(), spec.path) is None:
-        try:
-            sd.start(spec.unit)
-        except CommandError as exc:
-            problems.append("restart of the previous overlay: %s" % exc)
-    removal_problems, kept = remove_created(created, read_mounts(), workdirs=(spec.workdir,) if spec.workdir else ())
-    problems += removal_problems
-    problems += ["kept %s: it %s" % (k["path"], k["reason"]) for k in kept]
-    return problems
 
 
 # ---------------------------------------------------------------------------
@@ -183,87 +122,10 @@ def _fail(prep_result: dict[str, Any], exc: OverlayError, was_mounted: bool) -> 
     return ModuleFailure(str(exc), result)
 
 
-#: The systemd properties ``read_facts`` asks for each candidate unit.
-FACT_PROPS = ("Id", "UnitFileState", "NeedDaemonReload", "ActiveState")
-
-
-@dataclass
-class HostFacts:
-    """What the host says about one overlay, read once before planning."""
-
-    mounts: list[_mountinfo.MountInfo]
-    live: _mountinfo.MountInfo | None
-    live_tmpfs: _mountinfo.MountInfo | None
-    current: dict[str, str | None]
-    enabled_now: bool
-    pending_reload: bool
-
-
-def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo] | None) -> HostFacts:
-    """The live mounts, the unit files on disk and systemd's view of them (raises OverlayError)."""
-    mounts = read_mounts() if mounts is None else mounts
-    live = mount_at(mounts, spec.path)
-    if live is not None and live.fstype != "overlay":
-        if spec.state in ("mounted", "present"):
-            raise OverlayError(
-                "path %s is already the mount point of a %s file system (%s); unmount it first"
-                % (spec.path, live.fstype, live.source),
-                "path",
-            )
-        live = None
-    live_tmpfs = mount_at(mounts, _names.tmpfs_dir_for(spec.id))
-    if live_tmpfs is not None and live_tmpfs.fstype != "tmpfs":
-        live_tmpfs = None
-    names = candidate_units(spec.path)
-    current = {n: read_text(os.path.join(_host.UNIT_DIR, n)) for n in names}
-    props = sd.show(names, FACT_PROPS)
-    return HostFacts(
-        mounts=mounts,
-        live=live,
-        live_tmpfs=live_tmpfs,
-        current=current,
-        enabled_now=props.get(spec.unit, {}).get("UnitFileState") == "enabled",
-        pending_reload=any(
-            props.get(n, {}).get("NeedDaemonReload") == "yes" for n in names if current.get(n) is not None
-        ),
-    )
-
-
-def live_layer_drift(spec: OverlaySpec, live: _mountinfo.MountInfo | None) -> list[dict[str, Any]]:
-    """Drift of the mounted overlay's upper and work directories (gone, replaced); [] when not mounted."""
-    if live is None:
-        return []
-    return _host.layer_drift_of(
-        path=spec.path,
-        unit=spec.unit,
-        unit_upperdir=spec.upperdir,
-        unit_workdir=spec.workdir,
-        live=parse_overlay_options(live.super_options, live.mount_options),
-    )
-
-
-def _plan_directories(spec: OverlaySpec, pl: _plan.Plan) -> list[tuple[str, int, int, int, int]]:
-    """Record in the plan the directories to create and the upper root attributes to fix; returns the dirs."""
-    dirs = []
-    if spec.state == "absent":
-        return dirs
-    for path, mode, uid, gid, parent_mode in directories_to_create(spec):
-        for d in missing_dirs(path):
-            if d not in pl.create_dirs:
-                pl.create_dirs.append(d)
-        dirs.append((path, mode, uid, gid, parent_mode))
-    if spec.state == "mounted" and not os.path.lexists(spec.path):
-        pl.create_dirs += missing_dirs(spec.path)
-        dirs.append((spec.path, 0o755, 0, 0, 0o755))
-    pl.attribute_fixes = upper_root_fixes(spec)
-    pl.attribute_path = spec.upperdir
-    return dirs
-
-
 def prepare(
-    sd: Systemd, params: dict[str, Any], diff: bool = False, mounts: list[_mountinfo.MountInfo] | None = None
+    sd: Systemd, params: dict[str, Any], *, diff: bool = False, mounts: list[_mountinfo.MountInfo] | None = None
 ) -> Prepared:
-    """Validate, read the host once, plan. Changes nothing; raises ModuleFailure on refusal."""
+    """Validate, read the host's facts once, render, check, plan. Changes nothing; raises ModuleFailure on refusal."""
     result: dict[str, Any] = dict(changed=False, reboot_required=False, actions=[], created_directories=[])
     try:
         spec = build_spec(params)
@@ -271,40 +133,20 @@ def prepare(
         raise _fail(result, exc, False) from None
     result.update(
         unit=spec.unit,
-        unit_path=os.path.join(_host.UNIT_DIR, spec.unit),
+        unit_path=os.path.join(_names.ROOTS.unit_dir, spec.unit),
         upperdir=spec.upperdir,
         workdir=spec.workdir,
     )
-    warnings: list[str] = []
     was_mounted = False
     try:
         facts = read_facts(sd, spec, mounts)
-        was_mounted = facts.live is not None
+        spec, was_mounted = facts.spec, facts.live is not None
+        desired = render_units(spec) if spec.state != "absent" else {}
         if spec.state != "absent":
-            spec = resolve_ids(spec)
-            desired = render_units(spec)
-            result["units"] = list(desired)
-            result["options"] = render_options(spec)
-            warnings += preflight(spec, facts.mounts, facts.current, facts.live, sd.util_linux_version())
-            purge = []
-        else:
-            desired = {}
-            purge = purge_targets(spec, facts.current) if spec.purge else []
-            check_purge(spec, purge, facts.mounts)
-        layer_drift = live_layer_drift(spec, facts.live) if spec.state != "absent" else []
-        result["layer_drift"] = [d["key"] for d in layer_drift]
-        pl = plan(
-            spec,
-            desired,
-            facts.current,
-            facts.live,
-            facts.live_tmpfs,
-            facts.enabled_now,
-            facts.pending_reload,
-            purge,
-            layers_drifted=bool(layer_drift),
-        )
-        tmpfs_loss_check(spec, pl)
+            result.update(units=list(desired), options=render_options(spec))
+        warnings = preflight(spec, facts)
+        pl = plan_run(spec, desired, facts)
+        result["layer_drift"] = [d["key"] for d in facts.layer_drift]
     except OverlayError as exc:
         raise _fail(result, exc, was_mounted) from None
     except CommandError as exc:
@@ -312,8 +154,9 @@ def prepare(
     if spec.state == "absent":
         result["units"] = list(pl.remove)
     for name in pl.keep_unmanaged:
-        warnings.append("%s/%s exists but was not written by overlayfs.systemd; left alone" % (_host.UNIT_DIR, name))
-    dirs = _plan_directories(spec, pl)
+        warnings.append(
+            "%s/%s exists but was not written by overlayfs.systemd; left alone" % (_names.ROOTS.unit_dir, name)
+        )
     result["created_directories"] += pl.create_dirs
     result.update(
         actions=[a.text for a in pl.actions()],
@@ -324,7 +167,15 @@ def prepare(
     changed_units = list(pl.write) + list(pl.remove)
     if diff and changed_units:
         result["diff"] = [unit_diff(n, facts.current.get(n), pl.write.get(n)) for n in changed_units]
-    return Prepared(spec, pl, facts.current, facts.mounts, was_mounted, dirs, pl.attribute_fixes, result, warnings)
+    return Prepared(
+        spec, pl, facts.current, facts.mounts, was_mounted, pl.make_dirs, pl.attribute_fixes, result, warnings
+    )
+
+
+def unit_diff(name: str, before: str | None, after: str | None) -> dict[str, str]:
+    """One ``diff`` entry of the result for the unit file ``name``."""
+    path = os.path.join(_names.ROOTS.unit_dir, name)
+    return {"before": before or "", "after": after or "", "before_header": path, "after_header": path}
 
 
 def command_keys(exc: Exception) -> dict[str, Any]:
@@ -337,7 +188,7 @@ def command_keys(exc: Exception) -> dict[str, Any]:
 def refuse_if_busy(prep: Prepared) -> None:
     """Refuse (ModuleFailure, nothing touched) when the run must stop a busy overlay."""
     if prep.plan.stop:
-        busy = busy_error(prep.spec, prep.plan.stop, prep.mounts)
+        busy = _host.busy_error(prep.spec, prep.plan.stop, prep.mounts)
         if busy is not None:
             raise _fail(prep.result, busy, prep.was_mounted)
 
@@ -362,20 +213,19 @@ def apply_files(module: AnsibleModule, sd: Systemd, prep: Prepared) -> None:
                     os.fchmod(fd, spec.upper_mode)
             finally:
                 os.close(fd)
-        for unit in pl.stop:
-            step = "stop %s" % unit
-            sd.stop(unit)
-        for name in pl.disable:
-            step = "disable %s" % name
-            sd.disable(name)
-        for name, text in pl.write.items():
-            step = "write %s" % name
+        for verb, names, run in (("stop", pl.stop, sd.stop), ("disable", pl.disable, sd.disable)):
+            for name in names:
+                step = "%s %s" % (verb, name)
+                run(name)
+        changes: list[tuple[str, str | None]] = list(pl.write.items())
+        changes += [(name, None) for name in pl.remove]
+        for name, text in changes:
+            step = "%s %s" % ("remove" if text is None else "write", name)
             prep.touched.append(name)
-            write_unit(module, name, text)
-        for name in pl.remove:
-            step = "remove %s" % name
-            prep.touched.append(name)
-            remove_unit(name)
+            if text is None:
+                remove_unit(name)
+            else:
+                write_unit(module, name, text)
     except (CommandError, OverlayError, OSError) as exc:
         raise ActivationError(step, exc) from exc
 
@@ -413,6 +263,35 @@ def finish(prep: Prepared) -> dict[str, Any]:
     return prep.result
 
 
+def rollback(module: AnsibleModule, sd: Systemd, prep: Prepared) -> list[str]:
+    """Undo what this run did (units written, directories created, the overlay stopped); returns the problems met."""
+    spec = prep.spec
+    problems = []
+    for name in prep.touched:
+        try:
+            old = prep.current.get(name)
+            if old is None:
+                remove_unit(name)
+            else:
+                write_unit(module, name, old)
+        except OSError as exc:
+            problems.append("restore %s: %s" % (name, exc))
+    if prep.touched:
+        try:
+            sd.daemon_reload()
+        except CommandError as exc:
+            problems.append(str(exc))
+    if prep.was_mounted and mount_at(read_mounts(), spec.path) is None:
+        try:
+            sd.start(spec.unit)
+        except CommandError as exc:
+            problems.append("restart of the previous overlay: %s" % exc)
+    workdirs = (spec.workdir,) if spec.workdir else ()
+    removal_problems, kept = remove_created(prep.created, read_mounts(), workdirs=workdirs)
+    problems += removal_problems + ["kept %s: it %s" % (k["path"], k["reason"]) for k in kept]
+    return problems
+
+
 def rollback_failure(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: ActivationError) -> ModuleFailure:
     """Roll back what this run did and describe the failure."""
     spec = prep.spec
@@ -421,7 +300,7 @@ def rollback_failure(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: Ac
         for t in (sd.journal_tail(u) for u in [spec.unit, spec.prepare_unit, spec.tmpfs_unit] if u in prep.current)
         if t
     )
-    problems = rollback(module, sd, spec, prep.current, prep.touched, prep.created, prep.was_mounted)
+    problems = rollback(module, sd, prep)
     final = mount_at(read_mounts(), spec.path)
     result = dict(prep.result, mounted=final is not None and final.fstype == "overlay", journal=journal)
     cause = exc.cause

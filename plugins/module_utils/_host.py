@@ -24,11 +24,13 @@ from typing import Any, TypeVar
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _liveguard, _mountinfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _liveguard, _mountinfo, _names
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
+    BusyError,
     OverlayError,
     UnsafePathError,
 )
+from ansible_collections.overlayfs.systemd.plugins.module_utils._facts import HostFacts, MountPoint
 from ansible_collections.overlayfs.systemd.plugins.module_utils._liveguard import (
     LiveLayers,
     apply_removal,
@@ -39,36 +41,29 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._liveguard impor
     stat_dir,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
+    mount_at,
     parse_mountinfo,
+    submounts,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
+    candidate_units,
     is_within,
+    overlay_id,
+    tmpfs_dir_for,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     OverlaySpec,
     resolve_ownership,
 )
+from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
 from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
     parse_unit,
 )
 
 T = TypeVar("T")
 
-# File-system roots; overridden only by unit tests.
-UNIT_DIR = "/etc/systemd/system"
-
-MOUNTINFO = "/proc/self/mountinfo"
-
-PROC_ROOT = "/proc"
-
-FSTAB = "/etc/fstab"
-#: The overlay module's defaults (what a mount shows no option for).
-OVERLAY_PARAMS = "/sys/module/overlay/parameters"
-
 
 UNIT_FILE_MODE = 0o644
-
-PRIVATE_DIR_MODE = 0o700
 
 
 def _link_reason(link: str, label: str, mount_point: str) -> str | None:
@@ -254,7 +249,7 @@ def read_text(path: str) -> str | None:
 
 
 def read_mounts() -> list[_mountinfo.MountInfo]:
-    return parse_mountinfo(read_text(MOUNTINFO) or "")
+    return parse_mountinfo(read_text(_names.ROOTS.mountinfo) or "")
 
 
 def resolve_ids(spec: OverlaySpec) -> OverlaySpec:
@@ -299,7 +294,7 @@ def _lookup_id(name: str, param: str) -> int:
 
 
 def fstab_has(path: str) -> bool:
-    text = read_text(FSTAB) or ""
+    text = read_text(_names.ROOTS.fstab) or ""
     for line in text.splitlines():
         fields = line.split()
         if len(fields) >= 2 and not fields[0].startswith("#"):
@@ -347,16 +342,19 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def write_unit(module: AnsibleModule, name: str, text: str) -> None:
-    """Write a unit file atomically (0644) into UNIT_DIR."""
+    """Write a unit file atomically (0644) into the unit directory."""
     data = text.encode("utf-8", "surrogateescape")
     write_file(
-        module=module, path=os.path.join(UNIT_DIR, name), mode=UNIT_FILE_MODE, write=lambda fd: write_all(fd, data)
+        module=module,
+        path=os.path.join(_names.ROOTS.unit_dir, name),
+        mode=UNIT_FILE_MODE,
+        write=lambda fd: write_all(fd, data),
     )
 
 
 def remove_unit(name: str) -> None:
     try:
-        os.unlink(os.path.join(UNIT_DIR, name))
+        os.unlink(os.path.join(_names.ROOTS.unit_dir, name))
     except FileNotFoundError:
         pass
 
@@ -368,21 +366,6 @@ def missing_dirs(path: str) -> list[str]:
         out.append(cur)
         cur = os.path.dirname(cur)
     return list(reversed(out))
-
-
-def upper_root_fixes(spec: OverlaySpec) -> list[str]:
-    """Explicit owner/group/mode that differ on an existing persistent upper root."""
-    if spec.upper != "persistent" or spec.upperdir is None or not os.path.isdir(spec.upperdir):
-        return []
-    st = os.lstat(spec.upperdir)
-    fixes = []
-    if spec.owner is not None and st.st_uid != spec.upper_uid:
-        fixes.append("owner")
-    if spec.group is not None and st.st_gid != spec.upper_gid:
-        fixes.append("group")
-    if spec.mode is not None and stat.S_IMODE(st.st_mode) != spec.upper_mode:
-        fixes.append("mode")
-    return fixes
 
 
 def live_layers(mounts: list[_mountinfo.MountInfo]) -> list[LiveLayers]:
@@ -449,15 +432,15 @@ def remove_created(
 
 
 def managed_units() -> dict[str, dict[str, str]]:
-    """Unit name -> ``X-OverlayfsSystemd-*`` keys of every unit file this collection wrote in UNIT_DIR."""
+    """Unit name -> ``X-OverlayfsSystemd-*`` keys of every unit file this collection wrote in the unit directory."""
     try:
-        names = sorted(os.listdir(UNIT_DIR))
+        names = sorted(os.listdir(_names.ROOTS.unit_dir))
     except FileNotFoundError:
         return {}
     out = {}
     for name in names:
         if name.endswith((".mount", ".target")):
-            keys = parse_unit(read_text(os.path.join(UNIT_DIR, name))).managed
+            keys = parse_unit(read_text(os.path.join(_names.ROOTS.unit_dir, name))).managed
             if keys:
                 out[name] = keys
     return out
@@ -470,11 +453,6 @@ def managed_overlays() -> dict[str, str]:
         for name, keys in managed_units().items()
         if keys.get("Role") == "overlay" and keys.get("Path")
     }
-
-
-def unit_diff(name: str, before: str | None, after: str | None) -> dict[str, str]:
-    path = os.path.join(UNIT_DIR, name)
-    return {"before": before or "", "after": after or "", "before_header": path, "after_header": path}
 
 
 def unit_files(unit_dir: str) -> dict[str, str]:
@@ -492,3 +470,138 @@ def unit_files(unit_dir: str) -> dict[str, str]:
         if text is not None:
             files[name] = text
     return files
+
+
+#: The systemd properties ``read_facts`` asks for each candidate unit (the mounts module prefetches them).
+FACT_PROPS = ("Id", "UnitFileState", "NeedDaemonReload", "ActiveState")
+
+
+def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo] | None = None) -> HostFacts:
+    """Read every host fact the preflight and the plan of ``spec`` need (raises OverlayError, CommandError).
+
+    ``mounts``: mountinfo already read (bulk mode), or None to read it here.
+    """
+    mounts = read_mounts() if mounts is None else mounts
+    live = mount_at(mounts, spec.path)
+    if live is not None and live.fstype != "overlay":
+        if spec.state in ("mounted", "present"):
+            raise OverlayError(
+                "path %s is already the mount point of a %s file system (%s); unmount it first"
+                % (spec.path, live.fstype, live.source),
+                "path",
+            )
+        live = None
+    live_tmpfs = mount_at(mounts, tmpfs_dir_for(spec.id))
+    if live_tmpfs is not None and live_tmpfs.fstype != "tmpfs":
+        live_tmpfs = None
+    names = candidate_units(spec.path)
+    current = {n: read_text(os.path.join(_names.ROOTS.unit_dir, n)) for n in names}
+    props = sd.show(names, FACT_PROPS)
+    facts = HostFacts(
+        spec=spec,
+        mounts=mounts,
+        live=live,
+        live_tmpfs=live_tmpfs,
+        current=current,
+        enabled_now=props.get(spec.unit, {}).get("UnitFileState") == "enabled",
+        pending_reload=any(
+            props.get(n, {}).get("NeedDaemonReload") == "yes" for n in names if current.get(n) is not None
+        ),
+        tmpfs_upper_entries=dir_entries(tmpfs_dir_for(spec.id) + "/upper") or [],
+    )
+    if spec.state == "absent":
+        if spec.purge:
+            facts.purge_targets = purge_targets(spec, current)
+            facts.symlinks = {t for t in facts.purge_targets if os.path.islink(t)}
+        return facts
+    facts.spec = resolve_ids(spec)
+    facts.util_linux = sd.util_linux_version()
+    _observe_layers(facts.spec, facts)
+    if live is not None:
+        facts.layer_drift = layer_drift_of(
+            path=spec.path,
+            unit=spec.unit,
+            unit_upperdir=facts.spec.upperdir,
+            unit_workdir=facts.spec.workdir,
+            live=_mountinfo.parse_overlay_options(live.super_options, live.mount_options),
+        )
+    return facts
+
+
+def _observe_layers(spec: OverlaySpec, facts: HostFacts) -> None:
+    """The directories of the layers and the mount point as they are now."""
+    for low in spec.lowerdir:
+        facts.lowers[low] = (
+            "" if os.path.isdir(low) else "does not exist" if not os.path.lexists(low) else "is not a directory"
+        )
+    if spec.upper == "persistent" and spec.upperdir is not None and spec.workdir is not None:
+        try:
+            facts.layer_devs = (
+                os.stat(nearest_existing(spec.upperdir)).st_dev,
+                os.stat(nearest_existing(spec.workdir)).st_dev,
+            )
+        except OSError:
+            facts.layer_devs = None
+        facts.workdir_fresh = workdir_is_fresh(spec.workdir)
+        if os.path.isdir(spec.upperdir):
+            st = os.lstat(spec.upperdir)
+            facts.upper_root = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+        for path in (spec.upperdir, spec.workdir):
+            facts.missing[path] = missing_dirs(path)
+    facts.missing[spec.path] = missing_dirs(spec.path)
+    if facts.live is None and spec.state in ("mounted", "present"):
+        facts.mount_point = MountPoint(
+            islink=os.path.islink(spec.path),
+            exists=os.path.lexists(spec.path),
+            isdir=os.path.isdir(spec.path),
+            entries=dir_entries(spec.path),
+        )
+    facts.fstab = _names.ROOTS.fstab if fstab_has(spec.path) else None
+
+
+def purge_targets(spec: OverlaySpec, current: dict[str, str | None]) -> list[str]:
+    """Existing directories purge=true deletes: those the managed unit recorded, or the spec's."""
+    keys = parse_unit(current.get(spec.unit)).managed
+    if keys:
+        up, work = keys.get("Upperdir"), keys.get("Workdir")
+        kind = keys.get("Upper")
+    else:
+        up, work, kind = spec.upperdir, spec.workdir, spec.upper
+    if kind != "persistent" or not up or not work:
+        return []
+    targets = [x for x in (up, work) if os.path.lexists(x)]
+    base = "%s/%s" % (_names.ROOTS.persistent_base, overlay_id(spec.path))
+    if up == base + "/upper" and work == base + "/work" and os.path.lexists(base):
+        targets.append(base)
+    return targets
+
+
+#: The way out of a busy overlay that the mount module offers.
+BUSY_HINT = "Stop these processes or unmount these, or use apply: next_boot"
+
+
+def busy_error(
+    spec: OverlaySpec, stop_units: list[str], mounts: list[_mountinfo.MountInfo], hint: str = BUSY_HINT
+) -> BusyError | None:
+    """The refusal to stop ``stop_units`` while processes or other mounts use them (None when free)."""
+    checks = []
+    if spec.unit in stop_units:
+        checks.append(spec.path)
+    tmpfs_dir = _names.tmpfs_dir_for(spec.id)
+    if spec.tmpfs_unit in stop_units:
+        checks.append(tmpfs_dir)
+    holders: list[dict[str, Any]] = []
+    subs: list[str] = []
+    for mp in checks:
+        holders += find_holders(mp, _names.ROOTS.proc)
+        subs += [s for s in submounts(mounts, mp) if s != spec.path]
+    if holders or subs:
+        parts = ["pid %d (%s): %s" % (h["pid"], h["comm"], h["reason"]) for h in holders]
+        parts += ["mount %s" % s for s in subs]
+        return BusyError(
+            "overlay %s is busy, refusing to stop it; nothing was changed. In use by: %s."
+            % (spec.path, "; ".join(parts)),
+            holders,
+            hint,
+        )
+    return None

@@ -16,15 +16,36 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import OverlayError
 
-#: Base directory of default persistent upper/work directories.
-PERSISTENT_BASE = "/var/lib/overlayfs"
 
-#: Base directory of the per-overlay tmpfs mount points.
-TMPFS_BASE = "/run/overlayfs"
+@dataclass(frozen=True)
+class Roots:
+    """Where the host keeps what the collection reads and writes.
+
+    One record, replaced as a whole only by the unit tests' fake host
+    (``ROOTS``): the default places of the layers, the unit directory and
+    the files read from /proc, /sys and /etc.
+    """
+
+    #: Base directory of default persistent upper/work directories.
+    persistent_base: str = "/var/lib/overlayfs"
+    #: Base directory of the per-overlay tmpfs mount points.
+    tmpfs_base: str = "/run/overlayfs"
+    unit_dir: str = "/etc/systemd/system"
+    mountinfo: str = "/proc/self/mountinfo"
+    proc: str = "/proc"
+    fstab: str = "/etc/fstab"
+    #: The overlay module's defaults (what a mount shows no option for).
+    overlay_params: str = "/sys/module/overlay/parameters"
+
+
+ROOTS = Roots()
+#: Mode of the directories only the overlay uses (workdir, the default layout's parents).
+PRIVATE_DIR_MODE = 0o700
 
 UNIT_NAME_MAX = 255
 
@@ -128,12 +149,13 @@ def overlay_id(path: str) -> str:
 
 
 def tmpfs_dir_for(oid: str) -> str:
-    return "%s/%s" % (TMPFS_BASE, oid)
+    return "%s/%s" % (ROOTS.tmpfs_base, oid)
 
 
 def persistent_dirs(oid: str) -> tuple[str, str]:
     """The default (upperdir, workdir) of a persistent overlay with id ``oid``."""
-    return "%s/%s/upper" % (PERSISTENT_BASE, oid), "%s/%s/work" % (PERSISTENT_BASE, oid)
+    base = ROOTS.persistent_base
+    return "%s/%s/upper" % (base, oid), "%s/%s/work" % (base, oid)
 
 
 def prepare_unit_name(oid: str) -> str:

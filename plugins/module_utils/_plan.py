@@ -12,11 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import OverlayError
+from ansible_collections.overlayfs.systemd.plugins.module_utils._facts import HostFacts
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
     MountInfo,
     OverlayOptions,
     parse_overlay_options,
 )
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import PRIVATE_DIR_MODE, tmpfs_dir_for
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import VERIFIED_FLAGS, OverlaySpec
 from ansible_collections.overlayfs.systemd.plugins.module_utils._units import is_managed, parse_unit, strip_header
 
@@ -107,6 +110,8 @@ class Plan:
     #: Explicit owner/group/mode that differ on the existing upper root at ``attribute_path``.
     attribute_fixes: list[str] = field(default_factory=list)
     attribute_path: str | None = None
+    #: (path, mode, uid, gid, parent_mode) of the directories the overlay needs on disk.
+    make_dirs: list[tuple[str, int, int, int, int]] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -138,6 +143,77 @@ class Plan:
         out += [Action("reload", u) for u in self.reload_units] + [Action("start", u) for u in self.start]
         out += [Action("enable", u) for u in self.enable] + [Action("reenable", u) for u in self.reenable]
         return out + [Action("disable", u) for u in self.disable] + [Action("purge", p) for p in self.purge]
+
+
+def plan_run(spec: OverlaySpec, desired: Mapping[str, str], facts: HostFacts) -> Plan:
+    """The whole plan of one run from the host's facts: units, refusals of data loss, directories."""
+    pl = plan(
+        spec,
+        desired,
+        facts.current,
+        facts.live,
+        facts.live_tmpfs,
+        facts.enabled_now,
+        facts.pending_reload,
+        facts.purge_targets,
+        layers_drifted=bool(facts.layer_drift),
+    )
+    refuse_tmpfs_loss(spec, pl, facts.tmpfs_upper_entries)
+    if spec.state != "absent":
+        _plan_directories(spec, pl, facts)
+    return pl
+
+
+def refuse_tmpfs_loss(spec: OverlaySpec, pl: Plan, upper_entries: Sequence[str]) -> None:
+    """Refuse to stop a tmpfs whose upper holds changes, unless purge=true asks for exactly that.
+
+    Stopping the tmpfs unit (state=absent, or switching away from upper=tmpfs)
+    discards everything written through the overlay since boot.
+    """
+    if spec.tmpfs_unit not in pl.stop or spec.purge or not upper_entries:
+        return
+    upper = tmpfs_dir_for(spec.id) + "/upper"
+    names = sorted(upper_entries)
+    raise OverlayError(
+        "the tmpfs upper %s of %s holds changes (%s); removing its tmpfs would discard them. Save them first "
+        "(overlayfs.systemd.upper state=committed or exported), or set purge: true to discard them"
+        % (upper, spec.path, ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")),
+        "purge",
+    )
+
+
+def directories_to_create(spec: OverlaySpec) -> list[tuple[str, int, int, int, int]]:
+    """(path, mode, uid, gid, parent_mode) of the directories a persistent overlay needs on disk."""
+    if spec.state == "absent" or spec.upper != "persistent" or spec.upperdir is None or spec.workdir is None:
+        return []
+    if spec.upper_uid is None or spec.upper_gid is None or spec.upper_mode is None:
+        raise OverlayError("the upper root's owner and mode must be resolved first", "mode")
+    parent_mode = PRIVATE_DIR_MODE if spec.default_layout else 0o755
+    return [
+        (spec.upperdir, spec.upper_mode, spec.upper_uid, spec.upper_gid, parent_mode),
+        (spec.workdir, PRIVATE_DIR_MODE, 0, 0, parent_mode),
+    ]
+
+
+def _plan_directories(spec: OverlaySpec, pl: Plan, facts: HostFacts) -> None:
+    """The directories to create and the upper root attributes to fix."""
+    for path, mode, uid, gid, parent_mode in directories_to_create(spec):
+        for d in facts.missing.get(path, []):
+            if d not in pl.create_dirs:
+                pl.create_dirs.append(d)
+        pl.make_dirs.append((path, mode, uid, gid, parent_mode))
+    if spec.state == "mounted" and facts.missing.get(spec.path):
+        pl.create_dirs += facts.missing[spec.path]
+        pl.make_dirs.append((spec.path, 0o755, 0, 0, 0o755))
+    if spec.upper == "persistent" and facts.upper_root is not None:
+        uid, gid, mode = facts.upper_root
+        wanted = (
+            ("owner", spec.owner is not None and uid != spec.upper_uid),
+            ("group", spec.group is not None and gid != spec.upper_gid),
+            ("mode", spec.mode is not None and mode != spec.upper_mode),
+        )
+        pl.attribute_fixes = [name for name, differs in wanted if differs]
+    pl.attribute_path = spec.upperdir
 
 
 def plan(

@@ -14,21 +14,11 @@ or returns warnings.
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _mountinfo, _names, _plan
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
-    BusyError,
     OverlayError,
 )
-from ansible_collections.overlayfs.systemd.plugins.module_utils._host import (
-    dir_entries,
-    find_holders,
-    fstab_has,
-    nearest_existing,
-    workdir_is_fresh,
-)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._facts import HostFacts, MountPoint
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
     OverlayOptions,
     mount_at,
@@ -38,7 +28,6 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo impor
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
     is_within,
-    overlay_id,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     NEW_API_VALUE_MAX,
@@ -65,48 +54,47 @@ UNSUITABLE_UPPER_FS = (
 )
 
 
-def preflight(
-    spec: OverlaySpec,
-    mounts: list[_mountinfo.MountInfo],
-    current: dict[str, str | None],
-    live: _mountinfo.MountInfo | None,
-    util_linux: tuple[int, int] | None,
-) -> list[str]:
-    """Host checks mirroring the kernel's rules; raises OverlayError, returns warnings."""
+def preflight(spec: OverlaySpec, facts: HostFacts) -> list[str]:
+    """Checks mirroring the kernel's rules on the host's facts; raises OverlayError, returns warnings."""
     if spec.state == "absent":
+        check_purge(spec, facts)
         return []
-    warnings = check_lowers_exist(spec)
+    warnings = check_lowers_exist(spec, facts)
     if spec.upper == "persistent" and spec.upperdir is not None and spec.workdir is not None:
-        check_persistent_upper(spec, mounts)
-        check_workdir_fresh(spec, current, live)
+        check_persistent_upper(spec, facts)
+        check_workdir_fresh(spec, facts)
     if spec.upperdir is not None and spec.workdir is not None:
-        check_shared_upper(spec, mounts)
-    warnings += lower_overlap_warnings(spec, mounts)
-    if live is None and spec.state in ("mounted", "present"):
-        check_mount_point(spec)
-    warnings += check_option_sizes(spec, util_linux)
-    warnings += fstab_warnings(spec)
+        check_shared_upper(spec, facts.mounts)
+    warnings += lower_overlap_warnings(spec, facts.mounts)
+    if facts.mount_point is not None:
+        check_mount_point(spec, facts.mount_point)
+    warnings += check_option_sizes(spec, facts.util_linux)
+    if facts.fstab is not None:
+        warnings.append(
+            "%s also appears in %s; a unit in /etc/systemd/system takes precedence, remove the fstab line"
+            % (spec.path, facts.fstab)
+        )
     return warnings
 
 
-def check_lowers_exist(spec: OverlaySpec) -> list[str]:
+def check_lowers_exist(spec: OverlaySpec, facts: HostFacts) -> list[str]:
     """A missing lower refuses state=mounted; the other states only warn."""
     warnings = []
     for low in spec.lowerdir:
-        if not os.path.isdir(low):
-            what = "does not exist" if not os.path.lexists(low) else "is not a directory"
+        what = facts.lowers.get(low, "")
+        if what:
             if spec.state == "mounted":
                 raise OverlayError("lowerdir %s %s; create it or remove it from lowerdir" % (low, what), "lowerdir")
             warnings.append("lowerdir %s %s; the overlay will fail to mount until it does" % (low, what))
     return warnings
 
 
-def check_persistent_upper(spec: OverlaySpec, mounts: list[_mountinfo.MountInfo]) -> None:
+def check_persistent_upper(spec: OverlaySpec, facts: HostFacts) -> None:
     """upperdir and workdir on one writable mount of a file system the kernel takes as an upper."""
     if spec.upperdir is None or spec.workdir is None:
         return
-    m_up = mount_containing(mounts, spec.upperdir)
-    m_work = mount_containing(mounts, spec.workdir)
+    m_up = mount_containing(facts.mounts, spec.upperdir)
+    m_work = mount_containing(facts.mounts, spec.workdir)
     if m_up is not None and m_work is not None and m_up.mount_id != m_work.mount_id:
         raise OverlayError(
             "upperdir %s (on the mount at %s) and workdir %s (on the mount at %s) must be on the same mount; "
@@ -114,12 +102,7 @@ def check_persistent_upper(spec: OverlaySpec, mounts: list[_mountinfo.MountInfo]
             % (spec.upperdir, m_up.mount_point, spec.workdir, m_work.mount_point),
             "workdir",
         )
-    try:
-        dev_up = os.stat(nearest_existing(spec.upperdir)).st_dev
-        dev_work = os.stat(nearest_existing(spec.workdir)).st_dev
-    except OSError:
-        dev_up = dev_work = None
-    if dev_up is not None and dev_up != dev_work:
+    if facts.layer_devs is not None and facts.layer_devs[0] != facts.layer_devs[1]:
         raise OverlayError(
             "upperdir %s and workdir %s must be on the same file system" % (spec.upperdir, spec.workdir), "workdir"
         )
@@ -141,12 +124,12 @@ def check_persistent_upper(spec: OverlaySpec, mounts: list[_mountinfo.MountInfo]
         )
 
 
-def check_workdir_fresh(spec: OverlaySpec, current: dict[str, str | None], live: _mountinfo.MountInfo | None) -> None:
+def check_workdir_fresh(spec: OverlaySpec, facts: HostFacts) -> None:
     """A workdir this overlay does not use yet must be empty: the kernel empties its work/ at mount."""
-    recorded = parse_unit(current.get(spec.unit)).managed
-    live_opts = parse_overlay_options(live.super_options) if live is not None else None
+    recorded = parse_unit(facts.current.get(spec.unit)).managed
+    live_opts = parse_overlay_options(facts.live.super_options) if facts.live is not None else None
     used_here = recorded.get("Workdir") == spec.workdir or (live_opts is not None and live_opts.workdir == spec.workdir)
-    if not used_here and spec.workdir is not None and not workdir_is_fresh(spec.workdir):
+    if not used_here and spec.workdir is not None and not facts.workdir_fresh:
         raise OverlayError(
             "workdir %s is not empty and this overlay's managed unit does not use it; the kernel deletes what "
             "is in %s/work at mount. Give an empty or new directory" % (spec.workdir, spec.workdir),
@@ -191,13 +174,13 @@ def lower_overlap_warnings(spec: OverlaySpec, mounts: list[_mountinfo.MountInfo]
     return warnings
 
 
-def check_mount_point(spec: OverlaySpec) -> None:
+def check_mount_point(spec: OverlaySpec, mp: MountPoint) -> None:
     """An unmounted mount point: a real directory, empty unless allow_nonempty_mountpoint."""
-    if os.path.islink(spec.path):
+    if mp.islink:
         raise OverlayError("path %s is a symlink; systemd refuses non-canonical mount points" % spec.path, "path")
-    if os.path.lexists(spec.path) and not os.path.isdir(spec.path):
+    if mp.exists and not mp.isdir:
         raise OverlayError("path %s exists and is not a directory" % spec.path, "path")
-    names = dir_entries(spec.path)
+    names = mp.entries
     if names and not spec.allow_nonempty_mountpoint:
         raise OverlayError(
             "path %s is not empty (%s); the overlay would hide its content. Move it into a lower layer, "
@@ -218,88 +201,13 @@ def check_option_sizes(spec: OverlaySpec, util_linux: tuple[int, int] | None) ->
     return []
 
 
-def fstab_warnings(spec: OverlaySpec) -> list[str]:
-    if fstab_has(spec.path):
-        return [
-            "%s also appears in %s; a unit in /etc/systemd/system takes precedence, remove the fstab line"
-            % (spec.path, _host.FSTAB)
-        ]
-    return []
-
-
-def purge_targets(spec: OverlaySpec, current: dict[str, str | None]) -> list[str]:
-    """Directories purge=true deletes: those the managed unit recorded, or the spec's."""
-    keys = parse_unit(current.get(spec.unit)).managed
-    if keys:
-        up, work = keys.get("Upperdir"), keys.get("Workdir")
-        kind = keys.get("Upper")
-    else:
-        up, work, kind = spec.upperdir, spec.workdir, spec.upper
-    if kind != "persistent" or not up or not work:
-        return []
-    targets = [x for x in (up, work) if os.path.lexists(x)]
-    base = "%s/%s" % (_names.PERSISTENT_BASE, overlay_id(spec.path))
-    if up == base + "/upper" and work == base + "/work" and os.path.lexists(base):
-        targets.append(base)
-    return targets
-
-
-def check_purge(spec: OverlaySpec, targets: list[str], mounts: list[_mountinfo.MountInfo]) -> None:
-    for t in targets:
+def check_purge(spec: OverlaySpec, facts: HostFacts) -> None:
+    """purge=true deletes only real directories that hold no lower layer and no mount."""
+    for t in facts.purge_targets:
         for low in spec.lowerdir:
             if is_within(low, t) or is_within(t, low):
                 raise OverlayError("purge refuses %s: it overlaps lowerdir %s" % (t, low), "purge")
-        if mount_at(mounts, t) is not None or submounts(mounts, t):
+        if mount_at(facts.mounts, t) is not None or submounts(facts.mounts, t):
             raise OverlayError("purge refuses %s: it is or contains a mount point; unmount it first" % t, "purge")
-        if os.path.islink(t):
+        if t in facts.symlinks:
             raise OverlayError("purge refuses %s: it is a symlink" % t, "purge")
-
-
-def tmpfs_loss_check(spec: OverlaySpec, pl: _plan.Plan) -> None:
-    """Refuse to stop a tmpfs whose upper holds changes, unless purge=true asks for exactly that.
-
-    Stopping the tmpfs unit (state=absent, or switching away from upper=tmpfs)
-    discards everything written through the overlay since boot.
-    """
-    if spec.tmpfs_unit not in pl.stop or spec.purge:
-        return
-    upper = _names.tmpfs_dir_for(spec.id) + "/upper"
-    names = dir_entries(upper) or []
-    if names:
-        raise OverlayError(
-            "the tmpfs upper %s of %s holds changes (%s); removing its tmpfs would discard them. Save them first "
-            "(overlayfs.systemd.upper state=committed or exported), or set purge: true to discard them"
-            % (upper, spec.path, ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")),
-            "purge",
-        )
-
-
-#: The way out of a busy overlay that the mount module offers.
-BUSY_HINT = "Stop these processes or unmount these, or use apply: next_boot"
-
-
-def busy_error(
-    spec: OverlaySpec, stop_units: list[str], mounts: list[_mountinfo.MountInfo], hint: str = BUSY_HINT
-) -> BusyError | None:
-    """The refusal to stop ``stop_units`` while processes or other mounts use them (None when free)."""
-    checks = []
-    if spec.unit in stop_units:
-        checks.append(spec.path)
-    tmpfs_dir = _names.tmpfs_dir_for(spec.id)
-    if spec.tmpfs_unit in stop_units:
-        checks.append(tmpfs_dir)
-    holders: list[dict[str, Any]] = []
-    subs: list[str] = []
-    for mp in checks:
-        holders += find_holders(mp, _host.PROC_ROOT)
-        subs += [s for s in submounts(mounts, mp) if s != spec.path]
-    if holders or subs:
-        parts = ["pid %d (%s): %s" % (h["pid"], h["comm"], h["reason"]) for h in holders]
-        parts += ["mount %s" % s for s in subs]
-        return BusyError(
-            "overlay %s is busy, refusing to stop it; nothing was changed. In use by: %s."
-            % (spec.path, "; ".join(parts)),
-            holders,
-            hint,
-        )
-    return None

@@ -190,59 +190,40 @@ def _render_overlay_unit(spec: OverlaySpec) -> str:
     )
 
 
+def _helper_unit(spec: OverlaySpec, role: str, what: str, unit_lines: list[str], body: tuple[str, list[str]]) -> str:
+    """A unit of the overlay's tmpfs upper: [Unit] with ``what`` described and our keys, then ``body``."""
+    description = "Description=%s overlay %s" % (what, escape_unit_value(spec.path))
+    unit = _section("Unit", [description] + _x_keys(spec, role) + ["DefaultDependencies=no"] + unit_lines)
+    return "%s\n%s\n%s" % (HEADER, unit, _section(*body))
+
+
 def _render_tmpfs_unit(spec: OverlaySpec, tmpfs_dir: str) -> str:
-    return "%s\n%s\n%s" % (
-        HEADER,
-        _section(
-            "Unit",
-            ["Description=tmpfs upper layer of overlay %s" % escape_unit_value(spec.path)]
-            + _x_keys(spec, "tmpfs")
-            + [
-                "DefaultDependencies=no",
-                "Conflicts=umount.target",
-                "Before=umount.target",
-                "After=swap.target local-fs-pre.target",
-            ],
-        ),
-        _section(
-            "Mount",
-            [
-                "What=tmpfs",
-                "Where=%s" % escape_unit_value(tmpfs_dir),
-                "Type=tmpfs",
-                "Options=%s" % escape_unit_value(",".join(render_tmpfs_options(spec))),
-            ],
-        ),
+    options = escape_unit_value(",".join(render_tmpfs_options(spec)))
+    return _helper_unit(
+        spec,
+        "tmpfs",
+        "tmpfs upper layer of",
+        ["Conflicts=umount.target", "Before=umount.target", "After=swap.target local-fs-pre.target"],
+        ("Mount", ["What=tmpfs", "Where=%s" % escape_unit_value(tmpfs_dir), "Type=tmpfs", "Options=%s" % options]),
     )
 
 
 def _render_prepare_unit(spec: OverlaySpec, upperdir: str, workdir: str, owner: tuple[int, int, int]) -> str:
     """The service creating upper and work on the fresh tmpfs; ``owner`` is (mode, uid, gid) of the upper root."""
     mode, uid, gid = owner
-    return "%s\n%s\n%s" % (
-        HEADER,
-        _section(
-            "Unit",
-            ["Description=Create upper and work directories of overlay %s" % escape_unit_value(spec.path)]
-            + _x_keys(spec, "prepare")
-            + [
-                "DefaultDependencies=no",
-                "BindsTo=%s" % spec.tmpfs_unit,
-                "After=%s" % spec.tmpfs_unit,
-                "Before=%s" % spec.unit,
-                "Conflicts=shutdown.target",
-                "Before=shutdown.target",
-            ],
-        ),
-        _section(
-            "Service",
-            [
-                "Type=oneshot",
-                "RemainAfterExit=yes",
-                "ExecStart=%s -d -m %04o -o %d -g %d %s" % (INSTALL_BIN, mode, uid, gid, quote_unit_word(upperdir)),
-                "ExecStart=%s -d -m 0700 -o 0 -g 0 %s" % (INSTALL_BIN, quote_unit_word(workdir)),
-            ],
-        ),
+    order = ["BindsTo=%s" % spec.tmpfs_unit, "After=%s" % spec.tmpfs_unit, "Before=%s" % spec.unit]
+    service = [
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+        "ExecStart=%s -d -m %04o -o %d -g %d %s" % (INSTALL_BIN, mode, uid, gid, quote_unit_word(upperdir)),
+        "ExecStart=%s -d -m 0700 -o 0 -g 0 %s" % (INSTALL_BIN, quote_unit_word(workdir)),
+    ]
+    return _helper_unit(
+        spec,
+        "prepare",
+        "Create upper and work directories of",
+        order + ["Conflicts=shutdown.target", "Before=shutdown.target"],
+        ("Service", service),
     )
 
 

@@ -25,10 +25,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _errors as er
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _oci
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _names, _oci
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _layercopy as lc
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _leftovers as leftovers
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _preflight as pre
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _upper as up
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     ModuleFailure,
@@ -86,17 +85,21 @@ def load_overlay(sd: Systemd, raw_path: str, result: dict[str, Any]) -> Overlay:
     except OverlayError as exc:
         raise er.ModuleFailure(str(exc), dict(result, param=exc.param)) from None
     result["unit"] = unit
-    text = _host.read_text(os.path.join(_host.UNIT_DIR, unit))
+    text = _host.read_text(os.path.join(_names.ROOTS.unit_dir, unit))
     keys = parse_unit(text).managed
     if text is None or not keys:
         raise er.ModuleFailure(
             "%s/%s %s; overlayfs.systemd.upper only works on overlays managed by overlayfs.systemd.mount"
-            % (_host.UNIT_DIR, unit, "does not exist" if text is None else "was not written by overlayfs.systemd"),
+            % (
+                _names.ROOTS.unit_dir,
+                unit,
+                "does not exist" if text is None else "was not written by overlayfs.systemd",
+            ),
             dict(result, param="path"),
         )
     oid = keys.get("Id", "")
-    tmpfs_text = _host.read_text(os.path.join(_host.UNIT_DIR, unit_name(tmpfs_dir_for(oid))))
-    prepare_text = _host.read_text(os.path.join(_host.UNIT_DIR, prepare_unit_name(oid)))
+    tmpfs_text = _host.read_text(os.path.join(_names.ROOTS.unit_dir, unit_name(tmpfs_dir_for(oid))))
+    prepare_text = _host.read_text(os.path.join(_names.ROOTS.unit_dir, prepare_unit_name(oid)))
     enabled = sd.show([unit], ["UnitFileState"]).get(unit, {}).get("UnitFileState") == "enabled"
     try:
         params = read_declaration(text, tmpfs_text, prepare_text, enabled)
@@ -153,7 +156,7 @@ BUSY_HINT = "Stop these processes or unmount these"
 
 def refuse_if_in_use(ov: Overlay, result: dict[str, Any]) -> None:
     """Refuse (nothing changed) when processes or mounts use the overlay."""
-    busy = pre.busy_error(build_spec(ov.params), [ov.unit], _host.read_mounts(), hint=BUSY_HINT)
+    busy = _host.busy_error(build_spec(ov.params), [ov.unit], _host.read_mounts(), hint=BUSY_HINT)
     if busy is not None:
         raise er.ModuleFailure(str(busy), dict(result, holders=busy.holders, param="path"))
 
@@ -266,7 +269,7 @@ def effective_feature(live_options: dict[str, str | None], name: str) -> str:
     if name in live_options:
         return live_options[name] or ""
     try:
-        with open(os.path.join(_host.OVERLAY_PARAMS, name), encoding="ascii") as fh:
+        with open(os.path.join(_names.ROOTS.overlay_params, name), encoding="ascii") as fh:
             return "on" if fh.read().strip() in ("Y", "y", "1") else "off"
     except OSError:
         return "off"
@@ -520,7 +523,7 @@ def clean_leftovers(module: AnsibleModule, ov: Overlay, result: dict[str, Any]) 
     mounts = _host.read_mounts()
     plan = leftovers.classify(
         leftovers.find(paths, list_dir),
-        pid_alive=lambda pid: leftovers.pid_alive(pid, _host.PROC_ROOT),
+        pid_alive=lambda pid: leftovers.pid_alive(pid, _names.ROOTS.proc),
         overlays=_host.live_layers(mounts),
         mount_points=[m.mount_point for m in mounts],
     )

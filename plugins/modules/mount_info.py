@@ -269,7 +269,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _names
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
 )
@@ -307,9 +307,9 @@ def main() -> None:
         wanted = [normalize_path(p, "path") for p in module.params["path"] or []]
     except OverlayError as exc:
         module.fail_json(msg=str(exc), param=exc.param, **result)
-    # The host is read where the mount module reads it (_host.UNIT_DIR and MOUNTINFO).
+    # The host is read where the mount module reads it (_names.ROOTS).
     mounts = _host.read_mounts()
-    declared = declared_overlays(_host.unit_files(_host.UNIT_DIR))
+    declared = declared_overlays(_host.unit_files(_names.ROOTS.unit_dir))
     selected = select_paths(mounts, declared, wanted, module.params["managed_only"])
     props: dict[str, dict[str, str]] = {}
     names = units_to_show(selected, declared)
@@ -318,7 +318,9 @@ def main() -> None:
             props = Systemd(module).show(names, SHOW_PROPS)
         except CommandError as exc:
             module.warn("unit states unknown, reported as null: %s" % exc)
-    report = build_report(selected, mounts, declared, props, _host.UNIT_DIR, os.statvfs, layer_drift=_layer_drift)
+    report = build_report(
+        selected, mounts, declared, props, _names.ROOTS.unit_dir, os.statvfs, layer_drift=_layer_drift
+    )
     result["overlays"] = [entry.as_dict() for entry in report]
     module.exit_json(**result)
 

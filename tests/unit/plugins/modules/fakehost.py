@@ -21,7 +21,6 @@ import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host as hostio
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _hostlock as hostlock
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _liveguard as liveguard
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
@@ -65,6 +64,18 @@ class FakeHost:
         #: Units whose next start fails once with this stderr (a restart after rollback works).
         self.fail_once: dict[str, str] = {}
         self.util_linux = "2.38.1"
+        #: The overlay module's parameters (/sys/module/overlay/parameters): empty, so every default is off.
+        self.overlay_params = root / "sys" / "module" / "overlay" / "parameters"
+        self.overlay_params.mkdir(parents=True)
+        self.roots = nm.Roots(
+            persistent_base=str(root / "var" / "lib" / "overlayfs"),
+            tmpfs_base=str(root / "run" / "overlayfs"),
+            unit_dir=str(self.unit_dir),
+            mountinfo=str(self.mountinfo),
+            proc=str(self.proc),
+            fstab=str(root / "fstab"),
+            overlay_params=str(self.overlay_params),
+        )
         self.next_id = 200
         self.active: set[str] = set()
 
@@ -226,14 +237,11 @@ class FakeHost:
 
 def make_host(tmp_path, monkeypatch) -> FakeHost:
     h = FakeHost(tmp_path)
-    monkeypatch.setattr(hostio, "UNIT_DIR", str(h.unit_dir))
-    monkeypatch.setattr(hostio, "MOUNTINFO", str(h.mountinfo))
-    monkeypatch.setattr(hostio, "PROC_ROOT", str(h.proc))
-    monkeypatch.setattr(hostio, "FSTAB", str(tmp_path / "fstab"))
+    # The one injection point of the host's places: every module_utils file reads them from _names.ROOTS.
+    monkeypatch.setattr(nm, "ROOTS", h.roots)
+    # ... and the two of fleet safety: the host lock and the layer records.
     monkeypatch.setattr(liveguard, "RECORD_DIR", str(tmp_path / "run" / "overlayfs-systemd" / "layers"))
     monkeypatch.setattr(hostlock, "LOCK_PATH", str(tmp_path / "run" / "lock" / "overlayfs-systemd.lock"))
-    monkeypatch.setattr(nm, "PERSISTENT_BASE", str(tmp_path / "var" / "lib" / "overlayfs"))
-    monkeypatch.setattr(nm, "TMPFS_BASE", str(tmp_path / "run" / "overlayfs"))
 
     def exit_json(self, **kw):
         raise AnsibleExitJson(kw)

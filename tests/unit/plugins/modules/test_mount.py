@@ -45,7 +45,7 @@ def test_first_run_then_idempotent(host):
     assert stat.S_IMODE(os.stat(r["upperdir"]).st_mode) == 0o751
     assert stat.S_IMODE(os.stat(r["workdir"]).st_mode) == 0o700
     oid = nm.overlay_id(host.path("srv/app"))
-    assert r["upperdir"] == "%s/%s/upper" % (nm.PERSISTENT_BASE, oid)
+    assert r["upperdir"] == "%s/%s/upper" % (nm.ROOTS.persistent_base, oid)
     assert stat.S_IMODE(os.stat(os.path.dirname(r["upperdir"])).st_mode) == 0o700
     assert r["options"][0] == "lowerdir=%s:%s" % (host.path("opt/app/v2"), host.path("opt/app/base"))
     assert not [f for f in os.listdir(host.unit_dir) if f.endswith(".tmp")]
@@ -61,7 +61,7 @@ def test_check_mode_touches_nothing(host):
     assert r["changed"] and not r["mounted"]
     assert any(a.startswith("write ") for a in r["actions"])
     assert os.listdir(host.unit_dir) == []
-    assert not os.path.exists(nm.PERSISTENT_BASE)
+    assert not os.path.exists(nm.ROOTS.persistent_base)
     assert host.mutating() == []
     (d,) = r["diff"]
     assert d["before"] == "" and d["after"].startswith(un.HEADER)
@@ -133,7 +133,7 @@ def test_failed_start_rolls_back_new_unit(host):
     assert "Job for" in r["msg"] and r["stderr"].startswith("Job for")
     assert "wrong fs type" in r["journal"]
     assert host.unit_text(unit) is None
-    assert not os.path.exists(nm.PERSISTENT_BASE)
+    assert not os.path.exists(nm.ROOTS.persistent_base)
     assert len(host.systemctl("daemon-reload")) == 2
     assert not r["mounted"]
 
@@ -231,13 +231,13 @@ def test_absent_leaves_unmanaged_unit(host):
 def test_tmpfs_upper(host):
     r = ok(params(host, upper="tmpfs", tmpfs_size="50%"))
     oid = nm.overlay_id(host.path("srv/app"))
-    tmpfs_unit = nm.unit_name(os.path.join(nm.TMPFS_BASE, oid))
+    tmpfs_unit = nm.unit_name(os.path.join(nm.ROOTS.tmpfs_base, oid))
     prep = "overlayfs-prepare-%s.service" % oid
     assert r["units"] == [r["unit"], tmpfs_unit, prep]
     assert "size=50%%" in host.unit_text(tmpfs_unit)
     assert "ExecStart=/usr/bin/install -d -m 0751" in host.unit_text(prep)
-    assert r["mounted"] and r["upperdir"] == os.path.join(nm.TMPFS_BASE, oid, "upper")
-    assert not os.path.exists(nm.PERSISTENT_BASE)
+    assert r["mounted"] and r["upperdir"] == os.path.join(nm.ROOTS.tmpfs_base, oid, "upper")
+    assert not os.path.exists(nm.ROOTS.persistent_base)
     host.commands.clear()
     r2 = ok(params(host, upper="tmpfs", tmpfs_size="50%"))
     assert not r2["changed"] and host.mutating() == []

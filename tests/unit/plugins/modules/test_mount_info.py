@@ -63,7 +63,7 @@ class FakeShow:
 
 @pytest.fixture
 def show(host, monkeypatch):
-    # make_host points _converge.UNIT_DIR and MOUNTINFO, which mount_info reads too, at the fake host.
+    # make_host points _names.ROOTS (unit directory, mountinfo), which mount_info reads too, at the fake host.
     fake = FakeShow(host)
     monkeypatch.setattr(host, "run_command", fake)
     (host.root / "opt" / "app" / "v3" / "x.txt").write_text("v3\n")
@@ -108,9 +108,9 @@ def test_three_overlays_reported_exactly(host, show, monkeypatch):
         assert entry["unit"] == nm.unit_name(entry["path"])
         assert entry["unit_path"] == str(host.unit_dir / entry["unit"])
         assert entry["options"] == {"nosuid": None, "nodev": None, "relatime": None}
-    assert tmp["upper"] == "tmpfs" and tmp["upperdir"].startswith(nm.TMPFS_BASE + "/")
+    assert tmp["upper"] == "tmpfs" and tmp["upperdir"].startswith(nm.ROOTS.tmpfs_base + "/")
     assert tmp["tmpfs"]["path"] == os.path.dirname(tmp["upperdir"]) and tmp["tmpfs"]["percent"] == 2.3
-    assert persist["upper"] == "persistent" and persist["upperdir"].startswith(nm.PERSISTENT_BASE + "/")
+    assert persist["upper"] == "persistent" and persist["upperdir"].startswith(nm.ROOTS.persistent_base + "/")
     assert persist["tmpfs"] is None and not persist["readonly"]
     assert ro["upper"] == "none" and ro["readonly"] and ro["upperdir"] is None and ro["workdir"] is None
     root = rep["/"]

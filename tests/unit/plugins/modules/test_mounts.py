@@ -73,7 +73,7 @@ def test_check_mode_changes_nothing(host):
     r = ok({"overlays": kiosk(host), "target": "overlays.target"}, check_mode=True, diff=True)
     assert r["changed"] and all(x["changed"] and not x["mounted"] for x in r["results"])
     assert os.listdir(host.unit_dir) == []
-    assert not os.path.exists(nm.PERSISTENT_BASE)
+    assert not os.path.exists(nm.ROOTS.persistent_base)
     assert host.mutating() == []
     headers = [d["after_header"] for d in r["diff"]]
     assert str(host.unit_dir / "overlays.target") in headers
@@ -327,7 +327,7 @@ def test_check_mode_never_waits_for_the_lock(host):
 
 def test_rollback_keeps_the_layers_another_runs_live_overlay_uses(host, monkeypatch):
     """Issue 11's race: while A's start fails, B mounted an overlay on layers under the base A created."""
-    base = nm.PERSISTENT_BASE
+    base = nm.ROOTS.persistent_base
     assert not os.path.exists(base)
     items = kiosk(host, 1)
     unit = nm.unit_name(items[0]["path"])

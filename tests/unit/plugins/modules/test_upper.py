@@ -20,7 +20,6 @@ from functools import partial
 import pytest
 from fakehost import expect_failed, expect_ok
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
@@ -31,13 +30,10 @@ ok = partial(expect_ok, mod.main)
 failed = partial(expect_failed, mod.main)
 
 
-@pytest.fixture(autouse=True)
-def kernel_defaults(tmp_path, monkeypatch):
-    """The overlay module's defaults: off, unless a test writes its own (not the host's /sys)."""
-    params_dir = tmp_path / "sys-overlay"
-    params_dir.mkdir()
-    monkeypatch.setattr(_host, "OVERLAY_PARAMS", str(params_dir))
-    return params_dir
+@pytest.fixture
+def kernel_defaults(host):
+    """The overlay module's defaults: off, unless a test writes its own (the fake host's, not the host's /sys)."""
+    return host.overlay_params
 
 
 def mount_params(host, **kw):
