@@ -25,7 +25,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _errors as er
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _names, _oci
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _names, _oci, _restarts
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _layercopy as lc
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _leftovers as leftovers
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _upper as up
@@ -500,15 +500,27 @@ def run_state(
     """Run one state's handler on the loaded overlay; every refusal becomes a ModuleFailure.
 
     A changing state first cleans the leftovers of dead runs beside its paths.
+    A state that restarts the overlay starts again what the stop took down
+    (``restarted_units``), also when it failed.
     """
+    restarts = handler in (discard, commit) and ov.live is not None and not module.check_mode
+    before = _restarts.active_dependents([ov.unit], sd.show) if restarts else []
+    failure: ModuleFailure | None = None
     try:
         if handler is not inspect_state:
             clean_leftovers(module, ov, result)
         handler(module, sd, ov, result)
     except up.UpperError as exc:
-        raise ModuleFailure(str(exc), dict(result, param=exc.param)) from None
+        failure = ModuleFailure(str(exc), dict(result, param=exc.param))
     except (OverlayError, CommandError) as exc:
-        raise ModuleFailure(str(exc), result) from None
+        failure = ModuleFailure(str(exc), result)
+    except ModuleFailure as exc:
+        failure = exc
+    if restarts:
+        back = _restarts.bring_back(sd, before, CommandError)
+        failure = conv.with_brought_back(back, failure.result if failure else result, failure)
+    if failure is not None:
+        raise failure
 
 
 def clean_leftovers(module: AnsibleModule, ov: Overlay, result: dict[str, Any]) -> None:

@@ -192,6 +192,16 @@ lock:
       type: dict
       returned: when the lock was held by another run
       sample: {pid: 4242, cmdline: /usr/bin/python3 /root/.ansible/tmp/ansible-tmp-1/AnsiballZ_mounts.py}
+restarted_units:
+  description:
+    - With V(discarded) and V(committed) on a mounted overlay (they stop and start it), the units that were
+      active before and that the stop took down with it (the aggregate target, services that C(Requires=) it),
+      started again by this run, also when it failed. A unit that does not come back fails the run
+      (C(failed_units), with its journal lines).
+  returned: when the state stopped the overlay
+  type: list
+  elements: str
+  sample: [overlays.target, kiosk.service]
 cleaned:
   description:
     - Leftovers of an earlier run that died (its pid is gone) beside O(dest), the upper or the work directory,

@@ -431,3 +431,17 @@ def test_inspected_looks_for_no_leftovers(host, app):
     os.makedirs(partial)
     r = ok({"path": host.path("srv/app")})
     assert "cleaned" not in r and not r["lock"]["taken"] and os.path.isdir(partial)
+
+
+def test_committed_brings_back_the_service_that_requires_the_overlay(host, app):
+    host.add_service("app.service", app["unit"])
+    r = ok({"path": host.path("srv/app"), "state": "committed", "dest": host.path("var/l1"), "confirm": app["unit"]})
+    assert r["restarted_units"] == ["app.service"] and "app.service" in host.active
+    assert ["start", "app.service"] in host.systemctl()
+
+
+def test_discarded_brings_back_the_service_also_when_it_fails(host, app):
+    host.add_service("app.service", app["unit"])
+    host.fail_once[app["unit"]] = "mount failed\n"
+    r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
+    assert r["restarted_units"] == ["app.service"] and "app.service" in host.active
