@@ -109,10 +109,15 @@ def test_no_upper_data_lost():
     assert len(uppers) == 15
 
 
+COMMITTED = ("/srv/race/09", "/srv/persist/layers/race09-v2")
+
+
 @pytest.mark.parametrize("n", range(1, 16))
 def test_upper_file_kept(host, n):
     path = "/srv/race/%02d" % n
     upper = load("race-uppers.json")[path]
+    if path == COMMITTED[0] and os.path.exists(os.path.join(OUT, "commit.json")):
+        upper = COMMITTED[1]  # the side effect committed this upper into a new lower layer
     assert host.file(upper + "/before.txt").content_string == path + "\n"
     first, last = order()
     if path in DECLARED[last][0]:
