@@ -20,24 +20,27 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _names, _units
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _names, _restarts, _units
 from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import (
     ActivationError,
     Prepared,
     activate,
     apply_files,
     command_keys,
+    dependents_before,
     failure_after_change,
     finish,
     prepare,
     refuse_if_busy,
     unit_diff,
+    with_brought_back,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     ModuleFailure,
     OverlayError,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._host import (
+    FACT_PROPS,
     managed_overlays,
     managed_units,
     read_mounts,
@@ -189,13 +192,16 @@ def converge_many(
     items, problems = _declare(overlays, defaults or {})
     if exclusive:
         problems += _declare_removals(items, purge)
-    problems += _prepare_all(module, sd, items)
+    # Reading the host: one systemctl show for every overlay's units and the target, not one per overlay.
+    names = [n for it in items if it.error is None for n in _candidate_units(it.path)] + ([target] if target else [])
     tplan: TargetPlan | None = None
-    if target:
-        try:
-            tplan = _plan_target(sd, target, items, exclusive)
-        except OverlayError as exc:
-            problems.append(str(exc))
+    with sd.prefetched(names, FACT_PROPS):
+        problems += _prepare_all(module, sd, items)
+        if target:
+            try:
+                tplan = _plan_target(sd, target, items, exclusive)
+            except OverlayError as exc:
+                problems.append(str(exc))
     result = _bulk_result(module, items, tplan)
     if problems:
         result["changed"] = False
@@ -204,7 +210,11 @@ def converge_many(
         )
     if module.check_mode:
         return result
-    work = _apply_files_all(module, sd, items)
+    work = _refuse_busy(items)
+    before = dependents_before(
+        sd, [prep for dummy, prep in work], exclude=tuple(tplan.stale) if tplan else (), removals=tplan is not None
+    )
+    work = _apply_files_all(module, sd, work)
     if tplan is not None:
         _write_target(module, sd, tplan, items, work)
     reload_needed = any(prep.plan.daemon_reload for dummy, prep in work)
@@ -216,16 +226,25 @@ def converge_many(
                 it.error = failure_after_change(module, sd, prep, ActivationError("daemon-reload", exc))
             work = []
     _activate_all(module, sd, work)
+    # Also when an overlay failed (a busy one): what the restarts took down comes back.
+    back = _restarts.bring_back(sd, before, CommandError)
     failed = [it for it in items if it.error is not None]
-    target_error = _start_target(sd, tplan) if tplan is not None and not failed else None
+    stopped = any(prep.plan.stop for dummy, prep in work) or bool(tplan and tplan.stale)
+    target_error = _start_target(sd, tplan, stopped) if tplan is not None and not failed else None
     result = _bulk_result(module, items, tplan)
+    failure = None
     if target_error is not None:
-        raise ModuleFailure(
+        failure = ModuleFailure(
             "every overlay converged, but %s failed: %s" % (tplan.name if tplan else "the target", target_error),
             dict(result, **command_keys(target_error)),
         )
-    if failed:
-        raise ModuleFailure(_failed_message(items, failed, tplan), result)
+    elif failed:
+        failure = ModuleFailure("", result)
+    failure = with_brought_back(back, failure.result if failure else result, failure)
+    if failed and target_error is None and failure is not None:
+        failure.msg = _failed_message(items, failed, tplan, result["restarted_units"]) + failure.msg
+    if failure is not None:
+        raise failure
     return result
 
 
@@ -242,6 +261,14 @@ def _declare_removals(items: list[BulkItem], purge: bool) -> list[str]:
                 problems.append("%s (undeclared, %s): %s" % (path, unit, item.error.msg))
             items.append(item)
     return problems
+
+
+def _candidate_units(path: str) -> list[str]:
+    """The units an overlay at ``path`` may have; [] for a path prepare() will refuse anyway."""
+    try:
+        return _names.candidate_units(path)
+    except OverlayError:
+        return []
 
 
 def _prepare_all(module: AnsibleModule, sd: Systemd, items: list[BulkItem]) -> list[str]:
@@ -262,8 +289,8 @@ def _prepare_all(module: AnsibleModule, sd: Systemd, items: list[BulkItem]) -> l
     return problems
 
 
-def _apply_files_all(module: AnsibleModule, sd: Systemd, items: list[BulkItem]) -> list[tuple[BulkItem, Prepared]]:
-    """Leave busy overlays alone, write the others' files; returns those still to activate."""
+def _refuse_busy(items: list[BulkItem]) -> list[tuple[BulkItem, Prepared]]:
+    """Leave busy overlays alone (reported); returns the others."""
     work: list[tuple[BulkItem, Prepared]] = []
     for it in items:
         if it.prep is None:  # pragma: no cover - refused items stopped the run above
@@ -274,6 +301,14 @@ def _apply_files_all(module: AnsibleModule, sd: Systemd, items: list[BulkItem]) 
             it.error, it.busy = exc, True
             continue
         work.append((it, it.prep))
+    return work
+
+
+def _apply_files_all(
+    module: AnsibleModule, sd: Systemd, work: list[tuple[BulkItem, Prepared]]
+) -> list[tuple[BulkItem, Prepared]]:
+    """Write the files of each overlay of ``work``; returns those still to activate."""
+    work = list(work)
     for it, prep in list(work):
         try:
             apply_files(module, sd, prep)
@@ -314,13 +349,16 @@ def _activate_all(module: AnsibleModule, sd: Systemd, work: list[tuple[BulkItem,
             it.error = ModuleFailure(str(exc), dict(prep.result, **command_keys(exc)))
 
 
-def _start_target(sd: Systemd, tplan: TargetPlan) -> CommandError | None:
+def _start_target(sd: Systemd, tplan: TargetPlan, stopped: bool) -> CommandError | None:
     """Enable and start the target once every overlay converged; returns the command that failed."""
     try:
         if tplan.enable:
             sd.enable(tplan.name)
-        # Stopping a required overlay (restart, removal) stops the target too: read it again.
-        if sd.show([tplan.name], ["ActiveState"]).get(tplan.name, {}).get("ActiveState") != "active":
+        # Stopping a required overlay (restart, removal) stops the target too: then read it again.
+        if not stopped:
+            if tplan.start:
+                sd.start(tplan.name)
+        elif sd.show([tplan.name], ["ActiveState"]).get(tplan.name, {}).get("ActiveState") != "active":
             tplan.start = True
             sd.start(tplan.name)
     except CommandError as exc:
@@ -328,14 +366,24 @@ def _start_target(sd: Systemd, tplan: TargetPlan) -> CommandError | None:
     return None
 
 
-def _failed_message(items: list[BulkItem], failed: list[BulkItem], tplan: TargetPlan | None) -> str:
+def _failed_message(
+    items: list[BulkItem], failed: list[BulkItem], tplan: TargetPlan | None, restarted: list[str]
+) -> str:
     busy = [it.path for it in failed if it.busy]
     msg = "%d of %d overlays failed" % (len(failed), len(items))
     if busy:
         msg += " (busy, left untouched: %s)" % ", ".join(busy)
-    return msg + "; the others were converged%s: %s" % (
-        "" if tplan is None else " (%s not started)" % tplan.name,
+    if tplan is None:
+        target = ""
+    elif tplan.name in restarted:
+        target = " (%s started again)" % tplan.name
+    else:
+        target = " (%s not started)" % tplan.name
+    back = "; started again what the restarts stopped: %s" % ", ".join(restarted) if restarted else ""
+    return msg + "; the others were converged%s: %s%s" % (
+        target,
         " | ".join(it.report()["msg"] for it in failed),
+        back,
     )
 
 

@@ -27,7 +27,13 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _mountinfo, _names, _plan
+from ansible_collections.overlayfs.systemd.plugins.module_utils import (
+    _host,
+    _mountinfo,
+    _names,
+    _plan,
+    _restarts,
+)
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     BusyError,
     ModuleFailure,
@@ -140,6 +146,7 @@ def prepare(
             result.update(units=list(desired), options=render_options(spec))
         warnings = preflight(spec, facts)
         pl = plan_run(spec, desired, facts)
+        result["layer_drift"] = [d["key"] for d in facts.layer_drift]
     except OverlayError as exc:
         raise _fail(result, exc, was_mounted) from None
     except CommandError as exc:
@@ -236,7 +243,8 @@ def activate(module: AnsibleModule, sd: Systemd, prep: Prepared) -> None:
             sd.start(name)
             if name == spec.unit:
                 step = "verify %s" % name
-                verify_mount(spec)
+                live = verify_mount(spec)
+                _host.record_layers(spec.unit, live)
     except (CommandError, OverlayError, OSError) as exc:
         raise ActivationError(step, exc) from exc
     for name in pl.enable:
@@ -278,7 +286,9 @@ def rollback(module: AnsibleModule, sd: Systemd, prep: Prepared) -> list[str]:
             sd.start(spec.unit)
         except CommandError as exc:
             problems.append("restart of the previous overlay: %s" % exc)
-    problems += remove_created(prep.created, read_mounts())
+    workdirs = (spec.workdir,) if spec.workdir else ()
+    removal_problems, kept = remove_created(prep.created, read_mounts(), workdirs=workdirs)
+    problems += removal_problems + ["kept %s: it %s" % (k["path"], k["reason"]) for k in kept]
     return problems
 
 
@@ -294,7 +304,11 @@ def rollback_failure(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: Ac
     final = mount_at(read_mounts(), spec.path)
     result = dict(prep.result, mounted=final is not None and final.fstype == "overlay", journal=journal)
     cause = exc.cause
-    msg = "%s failed; rolled back the unit files and removed the directories this run created. %s" % (exc.step, cause)
+    msg = (
+        "%s failed; rolled back the unit files and removed the directories this run created (none a live mount uses)."
+        % (exc.step)
+    )
+    msg += " %s" % cause
     if problems:
         msg += " Rollback problems: %s" % "; ".join(problems)
     result.update(command_keys(cause))
@@ -317,6 +331,8 @@ def converge(module: AnsibleModule, sd: Systemd, params: dict[str, Any]) -> dict
 
     Check mode stops after planning. Raises ModuleFailure (with the result to
     return) when refused, busy, or when activation failed and was rolled back.
+    The units the run's stops took down with them are started again in
+    every case (``restarted_units``).
     """
     prep = prepare(sd, params, diff=module._diff)
     for w in prep.warnings:
@@ -324,6 +340,8 @@ def converge(module: AnsibleModule, sd: Systemd, params: dict[str, Any]) -> dict
     if module.check_mode:
         return prep.result
     refuse_if_busy(prep)
+    before = dependents_before(sd, [prep])
+    failure: ModuleFailure | None = None
     try:
         apply_files(module, sd, prep)
         if prep.plan.daemon_reload:
@@ -333,10 +351,45 @@ def converge(module: AnsibleModule, sd: Systemd, params: dict[str, Any]) -> dict
                 raise ActivationError("daemon-reload", exc) from exc
         activate(module, sd, prep)
     except ActivationError as exc:
-        raise failure_after_change(module, sd, prep, exc) from None
+        failure = failure_after_change(module, sd, prep, exc)
     except CommandError as exc:
-        raise ModuleFailure(
-            str(exc),
-            dict(prep.result, mounted=prep.was_mounted, **command_keys(exc)),
-        ) from None
-    return finish(prep)
+        failure = ModuleFailure(str(exc), dict(prep.result, mounted=prep.was_mounted, **command_keys(exc)))
+    back = _restarts.bring_back(sd, before, CommandError)
+    result = prep.result if failure is not None else finish(prep)
+    failure = with_brought_back(back, failure.result if failure else result, failure)
+    if failure is not None:
+        raise failure
+    return result
+
+
+def dependents_before(
+    sd: Systemd, preps: list[Prepared], exclude: tuple[str, ...] = (), removals: bool = False
+) -> list[str]:
+    """The active units the planned stops take down with them (none when nothing stops).
+
+    A removal's stops count only with ``removals`` (the mounts module, which
+    rewrites the aggregate target without the removed overlays); a lone
+    removal stops what requires the overlay on purpose.
+    """
+    stopping = [u for p in preps if removals or p.spec.state != "absent" for u in p.plan.stop]
+    removed = {u for p in preps for u in p.plan.remove}
+    try:
+        found = _restarts.active_dependents(stopping, sd.show)
+    except CommandError:  # best effort: the run goes on without bookkeeping rather than failing before changing
+        return []
+    return [u for u in found if u not in removed and u not in exclude]
+
+
+def with_brought_back(
+    back: _restarts.BroughtBack, result: dict[str, Any], failure: ModuleFailure | None
+) -> ModuleFailure | None:
+    """Record ``restarted_units`` (and ``failed_units``) in ``result``; returns the run's failure, if any."""
+    result["restarted_units"] = back.restarted
+    if not back.failed:
+        return failure
+    result["failed_units"] = back.failed
+    msg = back.message() or ""
+    if failure is not None:
+        failure.msg = "%s; %s" % (failure.msg, msg)
+        return failure
+    return ModuleFailure(msg, result)

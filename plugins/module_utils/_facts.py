@@ -15,6 +15,7 @@ plan, apply.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import MountInfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import OverlaySpec
@@ -60,3 +61,5 @@ class HostFacts:
     missing: dict[str, list[str]] = field(default_factory=dict)
     #: (uid, gid, mode) of an existing persistent upper root.
     upper_root: tuple[int, int, int] | None = None
+    #: The live overlay's upper/work directories gone or replaced: [{key, path, message}] (_liveguard.layer_drift).
+    layer_drift: list[dict[str, Any]] = field(default_factory=list)

@@ -17,7 +17,6 @@ import errno
 import grp
 import os
 import pwd
-import shutil
 import stat
 import tempfile
 from collections.abc import Callable
@@ -25,13 +24,22 @@ from typing import Any, TypeVar
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo, _names
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _liveguard, _mountinfo, _names
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     BusyError,
     OverlayError,
     UnsafePathError,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._facts import HostFacts, MountPoint
+from ansible_collections.overlayfs.systemd.plugins.module_utils._liveguard import (
+    LiveLayers,
+    apply_removal,
+    list_dir,
+    parse_record,
+    removal_plan,
+    render_record,
+    stat_dir,
+)
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
     mount_at,
     parse_mountinfo,
@@ -360,17 +368,67 @@ def missing_dirs(path: str) -> list[str]:
     return list(reversed(out))
 
 
-def remove_created(created: list[str], mounts: list[_mountinfo.MountInfo]) -> list[str]:
-    errors = []
-    for d in reversed(created):
-        if mount_at(mounts, d) is not None:
-            continue
-        try:
-            if os.path.isdir(d) and not os.path.islink(d):
-                shutil.rmtree(d)
-        except OSError as exc:
-            errors.append("%s: %s" % (d, exc))
-    return errors
+def live_layers(mounts: list[_mountinfo.MountInfo]) -> list[LiveLayers]:
+    """The layer paths of every mounted overlay."""
+    out = []
+    for m in mounts:
+        if m.fstype == "overlay":
+            o = _mountinfo.parse_overlay_options(m.super_options, m.mount_options)
+            out.append(LiveLayers(m.mount_point, o.upperdir, o.workdir, tuple(o.lowerdir)))
+    return out
+
+
+def read_layer_record(unit: str) -> dict[str, tuple[int, int]]:
+    """The identities the layers of ``unit`` had when this collection last mounted it in this boot."""
+    return parse_record(read_text(os.path.join(_liveguard.RECORD_DIR, unit)))
+
+
+def layer_drift_of(
+    *, path: str, unit: str, unit_upperdir: str | None, unit_workdir: str | None, live: _mountinfo.OverlayOptions
+) -> list[dict[str, Any]]:
+    """Drift of a mounted overlay's upper and work directories on this host (``_liveguard.layer_drift``)."""
+    return _liveguard.layer_drift(
+        live=LiveLayers(path, live.upperdir, live.workdir, tuple(live.lowerdir)),
+        unit_upperdir=unit_upperdir,
+        unit_workdir=unit_workdir,
+        stat_dir=stat_dir,
+        recorded=read_layer_record(unit),
+        listdir=list_dir,
+    )
+
+
+def record_layers(unit: str, live: _mountinfo.MountInfo) -> None:
+    """Record the identities of a just-mounted overlay's upper and work directories (best effort)."""
+    opts = _mountinfo.parse_overlay_options(live.super_options, live.mount_options)
+    ids = {p: stat_dir(p) for p in (opts.upperdir, opts.workdir) if p}
+    layers = {p: i for p, i in ids.items() if i is not None}
+    try:
+        os.makedirs(_liveguard.RECORD_DIR, 0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=_liveguard.RECORD_DIR, prefix=".%s." % unit[:100])
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(render_record(layers))
+        os.rename(tmp, os.path.join(_liveguard.RECORD_DIR, unit))
+    except OSError:
+        pass
+
+
+def remove_created(
+    created: list[str], mounts: list[_mountinfo.MountInfo], workdirs: tuple[str, ...] = ()
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Remove the directories a failed run created, except what a live mount uses or holds foreign data.
+
+    Only empty directories are removed (``rmdir``). Returns (problems, kept):
+    the removals that failed, and {path, reason} of each directory kept.
+    """
+    plan = removal_plan(
+        created,
+        overlays=live_layers(mounts),
+        mount_points=[m.mount_point for m in mounts],
+        listdir=list_dir,
+        workdirs=workdirs,
+    )
+    stayed = apply_removal(plan)
+    return ["%s: %s" % (s["path"], s["reason"]) for s in stayed], plan.kept
 
 
 def managed_units() -> dict[str, dict[str, str]]:
@@ -414,6 +472,10 @@ def unit_files(unit_dir: str) -> dict[str, str]:
     return files
 
 
+#: The systemd properties ``read_facts`` asks for each candidate unit (the mounts module prefetches them).
+FACT_PROPS = ("Id", "UnitFileState", "NeedDaemonReload", "ActiveState")
+
+
 def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo] | None = None) -> HostFacts:
     """Read every host fact the preflight and the plan of ``spec`` need (raises OverlayError, CommandError).
 
@@ -434,7 +496,7 @@ def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo
         live_tmpfs = None
     names = candidate_units(spec.path)
     current = {n: read_text(os.path.join(_names.ROOTS.unit_dir, n)) for n in names}
-    props = sd.show(names, ["Id", "UnitFileState", "NeedDaemonReload", "ActiveState"])
+    props = sd.show(names, FACT_PROPS)
     facts = HostFacts(
         spec=spec,
         mounts=mounts,
@@ -455,6 +517,14 @@ def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo
     facts.spec = resolve_ids(spec)
     facts.util_linux = sd.util_linux_version()
     _observe_layers(facts.spec, facts)
+    if live is not None:
+        facts.layer_drift = layer_drift_of(
+            path=spec.path,
+            unit=spec.unit,
+            unit_upperdir=facts.spec.upperdir,
+            unit_workdir=facts.spec.workdir,
+            live=_mountinfo.parse_overlay_options(live.super_options, live.mount_options),
+        )
     return facts
 
 

@@ -321,6 +321,7 @@ class OverlayReport:
     enabled: bool | None = None
     tmpfs: dict[str, Any] | None = None
     drift: list[str] = field(default_factory=list)
+    drift_keys: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The returned entry: ``lowerdir``, ``datadir``, ``upperdir``, ``workdir``, ``options``, ``readonly``
@@ -368,12 +369,15 @@ def build_report(
     props: Mapping[str, Mapping[str, str]],
     unit_dir: str,
     statvfs: Callable[[str], os.statvfs_result | None],
+    layer_drift: Callable[[DeclaredOverlay, OverlayOptions], list[dict[str, Any]]] | None = None,
 ) -> list[OverlayReport]:
     """One :class:`OverlayReport` per selected mount point.
 
     Layers come from the live mount when an overlay is mounted there,
     otherwise from the unit. ``statvfs`` measures a tmpfs mount point
-    (``os.statvfs``; an OSError or None means no figures).
+    (``os.statvfs``; an OSError or None means no figures). ``layer_drift``
+    gives a mounted managed overlay's upper/work drift ({key, message} each,
+    ``_liveguard.layer_drift``).
     """
     result = []
     for path in selected:
@@ -414,5 +418,9 @@ def build_report(
                 entry.tmpfs = tmpfs_usage(holder.mount_point, st)
         if decl is not None:
             entry.drift = drift(decl, top, props)
+            if mounted and layer_drift is not None:
+                found = layer_drift(decl, layers)
+                entry.drift += [d["message"] for d in found]
+                entry.drift_keys = [d["key"] for d in found]
         result.append(entry)
     return result

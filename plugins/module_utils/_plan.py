@@ -156,6 +156,7 @@ def plan_run(spec: OverlaySpec, desired: Mapping[str, str], facts: HostFacts) ->
         facts.enabled_now,
         facts.pending_reload,
         facts.purge_targets,
+        layers_drifted=bool(facts.layer_drift),
     )
     refuse_tmpfs_loss(spec, pl, facts.tmpfs_upper_entries)
     if spec.state != "absent":
@@ -224,6 +225,7 @@ def plan(
     enabled_now: bool,
     pending_reload: bool = False,
     purge_paths: Sequence[str] = (),
+    layers_drifted: bool = False,
 ) -> Plan:
     """Compute the actions that bring the host to ``spec``.
 
@@ -231,7 +233,9 @@ def plan(
     for every candidate unit; ``live_overlay``/``live_tmpfs``: mountinfo
     entries at the mount point and the tmpfs root (None if not mounted);
     ``enabled_now``: UnitFileState of the overlay unit is 'enabled';
-    ``pending_reload``: systemd reports NeedDaemonReload=yes for a unit.
+    ``pending_reload``: systemd reports NeedDaemonReload=yes for a unit;
+    ``layers_drifted``: the live overlay's upper or work directory is gone or
+    replaced (``_liveguard.layer_drift``): repaired like changed layers.
     """
     mounted = live_overlay is not None and live_overlay.fstype == "overlay"
     if spec.state == "absent":
@@ -248,7 +252,7 @@ def plan(
     live_ok = False
     if mounted and live_overlay is not None:
         live_ok = live_matches(spec, parse_overlay_options(live_overlay.super_options), live_overlay.mount_options)
-    _plan_mount_state(spec, pl, mounted, stale=mounted and (not live_ok or mount_changed))
+    _plan_mount_state(spec, pl, mounted, stale=mounted and (not live_ok or mount_changed or layers_drifted))
     _plan_obsolete_units(spec, pl, mounted, live_tmpfs)
     pl.daemon_reload = bool(pl.write or pl.remove or pending_reload)
     # A tmpfs whose options changed while it stays mounted is resized by remount.

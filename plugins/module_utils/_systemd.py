@@ -14,7 +14,8 @@ stdout and stderr; only a module's ``main()`` turns them into ``fail_json``.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -70,6 +71,7 @@ class Systemd:
         self.journalctl = module.get_bin_path("journalctl", required=False)
         self.mount_bin = module.get_bin_path("mount", required=False)
         self.commands: list[list[str]] = []
+        self._prefetched: dict[str, dict[str, str]] | None = None
 
     def run(self, argv: Sequence[str], check: bool = True) -> tuple[int, str, str]:
         cmd = [str(a) for a in argv]
@@ -108,8 +110,25 @@ class Systemd:
         if not units:
             return {}
         wanted = list(props) if "Id" in props else ["Id"] + list(props)
+        cache = self._prefetched
+        if cache is not None and all(u in cache and all(p in cache[u] for p in wanted) for u in units):
+            return {u: {p: cache[u][p] for p in wanted} for u in units}
         dummy, out, dummy_err = self._ctl("show", "-p", ",".join(wanted), "--", *units)
         return parse_show(out, list(units))
+
+    @contextmanager
+    def prefetched(self, units: Sequence[str], props: Sequence[str]) -> Iterator[None]:
+        """Within: ``show`` of any of ``units`` and ``props`` answers from one ``systemctl show`` made here.
+
+        For reading many overlays' facts before anything changes; leave it
+        before acting (the answers would go stale).
+        """
+        found = self.show(list(dict.fromkeys(units)), props)
+        self._prefetched = {u: dict(p) for u, p in found.items()}
+        try:
+            yield
+        finally:
+            self._prefetched = None
 
     def journal_tail(self, unit: str, lines: int = 20) -> str:
         """The last journal lines of ``unit``; best effort, never raises."""
@@ -124,7 +143,12 @@ class Systemd:
         return out if rc == 0 else ""
 
     def util_linux_version(self) -> tuple[int, int] | None:
-        """(major, minor) of mount(8)'s util-linux, None if unknown."""
+        """(major, minor) of mount(8)'s util-linux, None if unknown; asked once per module run."""
+        if not hasattr(self, "_util_linux"):
+            self._util_linux = self._ask_util_linux()
+        return self._util_linux
+
+    def _ask_util_linux(self) -> tuple[int, int] | None:
         if not self.mount_bin:
             return None
         rc, out, dummy = self.run([self.mount_bin, "--version"], check=False)

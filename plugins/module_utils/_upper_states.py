@@ -25,8 +25,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _errors as er
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _names, _oci
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _names, _oci, _restarts
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _layercopy as lc
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _leftovers as leftovers
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _upper as up
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     ModuleFailure,
@@ -35,6 +36,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
 from ansible_collections.overlayfs.systemd.plugins.module_utils._host import (
     make_dirs_secure,
 )
+from ansible_collections.overlayfs.systemd.plugins.module_utils._liveguard import list_dir
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
     MountInfo,
     mount_at,
@@ -348,8 +350,7 @@ def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, An
         os.rename(partial, dest)
     except (OSError, OverlayError) as exc:
         lc.remove_tree(partial)
-        for d in reversed(created):
-            lc.remove_tree(d)
+        _host.remove_created(created, _host.read_mounts())
         raise er.ModuleFailure(
             "copying %s to %s failed (%s); removed the partial copy, nothing else was changed" % (ov.path, dest, exc),
             dict(result, changed=False, lowerdir=ov.lowers),
@@ -359,8 +360,7 @@ def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, An
         unit_diffs = restack(module, sd, ov, new_params, dest, result)
     except er.ModuleFailure:
         lc.remove_tree(dest)
-        for d in reversed(created):
-            lc.remove_tree(d)
+        _host.remove_created(created, _host.read_mounts())
         raise
     if module._diff:
         result["diff"] = diffs + unit_diffs
@@ -497,13 +497,58 @@ def run_state(
     ov: Overlay,
     result: dict[str, Any],
 ) -> None:
-    """Run one state's handler on the loaded overlay; every refusal becomes a ModuleFailure."""
+    """Run one state's handler on the loaded overlay; every refusal becomes a ModuleFailure.
+
+    A changing state first cleans the leftovers of dead runs beside its paths.
+    A state that restarts the overlay starts again what the stop took down
+    (``restarted_units``), also when it failed.
+    """
+    restarts = handler in (discard, commit) and ov.live is not None and not module.check_mode
+    before = _restarts.active_dependents([ov.unit], sd.show) if restarts else []
+    failure: ModuleFailure | None = None
     try:
+        if handler is not inspect_state:
+            clean_leftovers(module, ov, result)
         handler(module, sd, ov, result)
     except up.UpperError as exc:
-        raise ModuleFailure(str(exc), dict(result, param=exc.param)) from None
+        failure = ModuleFailure(str(exc), dict(result, param=exc.param))
     except (OverlayError, CommandError) as exc:
-        raise ModuleFailure(str(exc), result) from None
+        failure = ModuleFailure(str(exc), result)
+    except ModuleFailure as exc:
+        failure = exc
+    if restarts:
+        back = _restarts.bring_back(sd, before, CommandError)
+        failure = conv.with_brought_back(back, failure.result if failure else result, failure)
+    if failure is not None:
+        raise failure
+
+
+def clean_leftovers(module: AnsibleModule, ov: Overlay, result: dict[str, Any]) -> None:
+    """Find the leftovers of dead runs beside dest, the upper and the work directory; remove the safe ones.
+
+    Check mode only reports them (``cleaned`` says "would remove").
+    """
+    paths = [x for x in (ov.upperdir, ov.workdir) if x]
+    dest = module.params.get("dest")
+    if dest and os.path.isabs(dest):
+        paths.append(os.path.normpath(dest))
+    mounts = _host.read_mounts()
+    plan = leftovers.classify(
+        leftovers.find(paths, list_dir),
+        pid_alive=lambda pid: leftovers.pid_alive(pid, _names.ROOTS.proc),
+        overlays=_host.live_layers(mounts),
+        mount_points=[m.mount_point for m in mounts],
+    )
+    if not module.check_mode:
+        for x in plan.remove:
+            lc.remove_tree(x.path)
+    result["cleaned"] = plan.report(done=not module.check_mode)
+    result["leftovers_kept"] = plan.kept
+    for k in plan.kept:
+        module.warn("left %s in place: %s" % (k["path"], k["reason"]))
+    if plan.remove:
+        result["changed"] = True
+        result["actions"].extend("remove leftover %s" % x.path for x in plan.remove)
 
 
 def inspect_state(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, Any]) -> None:

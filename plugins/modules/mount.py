@@ -47,6 +47,7 @@ attributes:
     details: Unit files are written to a temporary file in the same directory and moved into place.
 extends_documentation_fragment:
   - overlayfs.systemd.attributes
+  - overlayfs.systemd.lock
   - overlayfs.systemd.attributes.files
   - overlayfs.systemd.overlay
 notes:
@@ -155,6 +156,53 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+layer_drift:
+  description:
+    - The drift of the live overlay's upper and work directories (the keys of M(overlayfs.systemd.mount_info)'s
+      C(drift_keys), such as V(upper_missing) or V(upper_replaced)); each is a change, repaired by a restart
+      (or, with O(apply=next_boot), at the next boot, RV(reboot_required)). A missing directory is created again.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+lock:
+  description: The host-wide lock (O(lock_timeout)) of this run.
+  returned: always
+  type: dict
+  contains:
+    path:
+      description: The lock file.
+      type: str
+      sample: /run/lock/overlayfs-systemd.lock
+    taken:
+      description: Whether this run held the lock (false in check mode and for read-only runs, and when it timed out).
+      type: bool
+      sample: true
+    waited:
+      description: Seconds this run waited for another run to release the lock.
+      type: float
+      sample: 12.4
+    waited_for:
+      description: The run it waited for (or, on timeout, the holder), C(pid) and C(cmdline).
+      type: dict
+      returned: when the lock was held by another run
+      sample: {pid: 4242, cmdline: /usr/bin/python3 /root/.ansible/tmp/ansible-tmp-1/AnsiballZ_mounts.py}
+restarted_units:
+  description:
+    - Units that were active before this run and that its stops took down with them (the aggregate target, a
+      service that C(Requires=) or C(BindsTo=) an overlay or the target), started again by this run, also when
+      it failed for another overlay.
+  returned: always
+  type: list
+  elements: str
+  sample: [overlays.target, kiosk.service]
+failed_units:
+  description: The units of RV(restarted_units) that did not come back, each with C(unit), C(error) and C(journal)
+    (its last journal lines); the run fails when any did not.
+  returned: when a unit did not come back
+  type: list
+  elements: dict
+  sample: [{unit: kiosk.service, error: not active after start, journal: ["kiosk[42]: cannot open /srv/kiosk/x"]}]
 unit:
   description: Name of the overlay C(.mount) unit.
   returned: always
@@ -273,6 +321,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import converge
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import ModuleFailure
+from ansible_collections.overlayfs.systemd.plugins.module_utils._hostlock import LOCK_ARGUMENT_SPEC, run_locked
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     ARGUMENT_SPEC,
     REQUIRED_IF,
@@ -283,13 +332,13 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
+        argument_spec=dict(ARGUMENT_SPEC, **LOCK_ARGUMENT_SPEC),
         supports_check_mode=True,
         required_together=REQUIRED_TOGETHER,
         required_if=REQUIRED_IF,
     )
     try:
-        result = converge(module, Systemd(module), module.params)
+        result = run_locked(module, lambda: converge(module, Systemd(module), module.params), failure=ModuleFailure)
     except ModuleFailure as exc:
         module.fail_json(msg=exc.msg, **exc.result)
     module.exit_json(**result)

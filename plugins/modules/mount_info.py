@@ -253,6 +253,19 @@ overlays:
       type: list
       elements: str
       sample: ["lowerdir differs: live [/opt/kiosk/hotfix, /opt/kiosk/base], unit [/opt/kiosk/v2, /opt/kiosk/base]"]
+    drift_keys:
+      description:
+        - For a mounted managed overlay, the drift of its upper and work directories as keys (their sentences are
+          in RV(overlays[].drift) too); M(overlayfs.systemd.mount) and M(overlayfs.systemd.mounts) repair each
+          as a change (a restart, or with C(apply=next_boot) at the next boot).
+        - V(upper_missing), V(work_missing) (the directory is gone; the overlay still writes into the deleted
+          one), V(upper_replaced), V(work_replaced) (another directory now has the path, another inode than the
+          one recorded when this collection mounted it in this boot, or a workdir without the C(work)
+          directory the kernel made at mount), V(upper_not_unit), V(work_not_unit) (mounted with another
+          directory than the unit names).
+      type: list
+      elements: str
+      sample: [upper_replaced]
 """
 
 import os
@@ -266,15 +279,24 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._info import (
     SHOW_PROPS,
+    DeclaredOverlay,
     build_report,
     declared_overlays,
     select_paths,
     units_to_show,
 )
+from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import OverlayOptions
 from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
     normalize_path,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import CommandError, Systemd
+
+
+def _layer_drift(decl: DeclaredOverlay, live: OverlayOptions) -> list[dict[str, Any]]:
+    return _host.layer_drift_of(
+        path=decl.path, unit=decl.unit, unit_upperdir=decl.layers.upperdir, unit_workdir=decl.layers.workdir, live=live
+    )
+
 
 ARGUMENT_SPEC: dict[str, Any] = dict(
     path=dict(type="list", elements="str"),
@@ -300,7 +322,9 @@ def main() -> None:
             props = Systemd(module).show(names, SHOW_PROPS)
         except CommandError as exc:
             module.warn("unit states unknown, reported as null: %s" % exc)
-    report = build_report(selected, mounts, declared, props, _names.ROOTS.unit_dir, os.statvfs)
+    report = build_report(
+        selected, mounts, declared, props, _names.ROOTS.unit_dir, os.statvfs, layer_drift=_layer_drift
+    )
     result["overlays"] = [entry.as_dict() for entry in report]
     module.exit_json(**result)
 

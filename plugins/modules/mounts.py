@@ -50,6 +50,7 @@ extends_documentation_fragment:
   - overlayfs.systemd.attributes
   - overlayfs.systemd.attributes.files
   - overlayfs.systemd.overlay.items
+  - overlayfs.systemd.lock
 options:
   overlays:
     description:
@@ -127,6 +128,44 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+lock:
+  description: The host-wide lock (O(lock_timeout)) of this run.
+  returned: always
+  type: dict
+  contains:
+    path:
+      description: The lock file.
+      type: str
+      sample: /run/lock/overlayfs-systemd.lock
+    taken:
+      description: Whether this run held the lock (false in check mode and for read-only runs, and when it timed out).
+      type: bool
+      sample: true
+    waited:
+      description: Seconds this run waited for another run to release the lock.
+      type: float
+      sample: 12.4
+    waited_for:
+      description: The run it waited for (or, on timeout, the holder), C(pid) and C(cmdline).
+      type: dict
+      returned: when the lock was held by another run
+      sample: {pid: 4242, cmdline: /usr/bin/python3 /root/.ansible/tmp/ansible-tmp-1/AnsiballZ_mounts.py}
+restarted_units:
+  description:
+    - Units that were active before this run and that its stops took down with them (the aggregate target, a
+      service that C(Requires=) or C(BindsTo=) an overlay or the target), started again by this run, also when
+      it failed for another overlay.
+  returned: always
+  type: list
+  elements: str
+  sample: [overlays.target, kiosk.service]
+failed_units:
+  description: The units of RV(restarted_units) that did not come back, each with C(unit), C(error) and C(journal)
+    (its last journal lines); the run fails when any did not.
+  returned: when a unit did not come back
+  type: list
+  elements: dict
+  sample: [{unit: kiosk.service, error: not active after start, journal: ["kiosk[42]: cannot open /srv/kiosk/x"]}]
 changed:
   description: Whether any overlay, removal or the target changed (or, in check mode, would change).
   returned: always
@@ -208,6 +247,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._bulk import converge_many
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import ModuleFailure
+from ansible_collections.overlayfs.systemd.plugins.module_utils._hostlock import LOCK_ARGUMENT_SPEC, run_locked
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
 
 
@@ -219,19 +259,24 @@ def main() -> None:
             exclusive=dict(type="bool", default=False),
             purge=dict(type="bool", default=False),
             target=dict(type="str"),
+            **LOCK_ARGUMENT_SPEC,
         ),
         supports_check_mode=True,
     )
     p = module.params
     try:
-        result = converge_many(
+        result = run_locked(
             module,
-            Systemd(module),
-            overlays=p["overlays"],
-            defaults=p["defaults"],
-            exclusive=p["exclusive"],
-            purge=p["purge"],
-            target=p["target"],
+            lambda: converge_many(
+                module,
+                Systemd(module),
+                overlays=p["overlays"],
+                defaults=p["defaults"],
+                exclusive=p["exclusive"],
+                purge=p["purge"],
+                target=p["target"],
+            ),
+            failure=ModuleFailure,
         )
     except ModuleFailure as exc:
         module.fail_json(msg=exc.msg, **exc.result)

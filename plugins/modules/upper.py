@@ -46,6 +46,7 @@ attributes:
       are moved aside and deleted only after the overlay runs again.
 extends_documentation_fragment:
   - overlayfs.systemd.attributes
+  - overlayfs.systemd.lock
   - overlayfs.systemd.attributes.files
 options:
   path:
@@ -169,6 +170,56 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+lock:
+  description: The host-wide lock (O(lock_timeout)) of this run.
+  returned: always
+  type: dict
+  contains:
+    path:
+      description: The lock file.
+      type: str
+      sample: /run/lock/overlayfs-systemd.lock
+    taken:
+      description: Whether this run held the lock (false in check mode and for read-only runs, and when it timed out).
+      type: bool
+      sample: true
+    waited:
+      description: Seconds this run waited for another run to release the lock.
+      type: float
+      sample: 12.4
+    waited_for:
+      description: The run it waited for (or, on timeout, the holder), C(pid) and C(cmdline).
+      type: dict
+      returned: when the lock was held by another run
+      sample: {pid: 4242, cmdline: /usr/bin/python3 /root/.ansible/tmp/ansible-tmp-1/AnsiballZ_mounts.py}
+restarted_units:
+  description:
+    - With V(discarded) and V(committed) on a mounted overlay (they stop and start it), the units that were
+      active before and that the stop took down with it (the aggregate target, services that C(Requires=) it),
+      started again by this run, also when it failed. A unit that does not come back fails the run
+      (C(failed_units), with its journal lines).
+  returned: when the state stopped the overlay
+  type: list
+  elements: str
+  sample: [overlays.target, kiosk.service]
+cleaned:
+  description:
+    - Leftovers of an earlier run that died (its pid is gone) beside O(dest), the upper or the work directory,
+      removed by this run (in check mode, to remove); each with C(path), C(beside), C(kind) (C(partial) a
+      copy of V(committed), C(discard) or C(commit) a moved-aside layer), C(pid) and C(action).
+    - A moved-aside layer is removed only once the overlay runs on the directory it was moved away from;
+      otherwise it is kept, listed in RV(leftovers_kept) with the way back, and the run warns.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{path: /srv/layers/.v2.overlayfs-partial-4242, beside: /srv/layers/v2, kind: partial, pid: "4242",
+    action: removed}]
+leftovers_kept:
+  description: Leftovers found and kept, each with C(path) and C(reason).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
 unit:
   description: The overlay's mount unit (the value O(confirm) expects).
   returned: always
@@ -331,6 +382,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import ModuleFailure
+from ansible_collections.overlayfs.systemd.plugins.module_utils._hostlock import LOCK_ARGUMENT_SPEC, run_locked
 from ansible_collections.overlayfs.systemd.plugins.module_utils._oci import COMPRESSIONS
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
 from ansible_collections.overlayfs.systemd.plugins.module_utils._upper_states import STATES, load_overlay, run_state
@@ -348,16 +400,21 @@ ARGUMENT_SPEC: dict[str, Any] = dict(
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
+        argument_spec=dict(ARGUMENT_SPEC, **LOCK_ARGUMENT_SPEC),
         supports_check_mode=True,
         required_if=[("state", "committed", ("dest",)), ("state", "exported", ("dest",))],
     )
     p = module.params
     sd = Systemd(module)
     result: dict[str, Any] = dict(changed=False, actions=[], path=p["path"])
+
+    def run() -> dict[str, Any]:
+        run_state(STATES[p["state"]], module, sd, load_overlay(sd, p["path"], result), result)
+        return result
+
     try:
-        overlay = load_overlay(sd, p["path"], result)
-        run_state(STATES[p["state"]], module, sd, overlay, result)
+        # Every state but inspected changes the host: it waits for (and holds) the host lock.
+        result = run_locked(module, run, failure=ModuleFailure, changes=p["state"] != "inspected")
     except ModuleFailure as exc:
         module.fail_json(msg=exc.msg, **exc.result)
     module.exit_json(**result)

@@ -329,7 +329,7 @@ def test_overlay_covered_by_another_mount_is_not_live():
 # Every key RETURN documents for an entry of ``overlays``.
 RETURNED_KEYS = (
     "path lowerdir datadir upperdir workdir options readonly mounted managed unit unit_path active_state "
-    "sub_state enabled upper tmpfs drift"
+    "sub_state enabled upper tmpfs drift drift_keys"
 ).split()
 
 
@@ -385,3 +385,20 @@ def test_build_report_declared_but_not_mounted_uses_the_unit():
     assert not entry["mounted"] and entry["managed"] and entry["readonly"] and entry["upper"] == "none"
     assert entry["lowerdir"] == ["/opt/v2", "/opt/base"] and entry["options"] == {"nosuid": None}
     assert entry["enabled"] is False and entry["unit_path"] == "/etc/u/" + UNIT and entry["drift"] == []
+
+
+def test_build_report_layer_drift_of_a_mounted_overlay_only():
+    """The upper/work drift the caller measures is reported as keys and sentences, for mounted overlays."""
+    declared = info.declared_overlays(units_of(upper="tmpfs"))
+    mounts = mounts_of(live_line({"upper": "tmpfs"}))
+    asked = []
+
+    def layer_drift(decl, live):
+        asked.append((decl.path, live.upperdir))
+        return [dict(key="upper_missing", path=live.upperdir, message="the upper directory %s is gone" % live.upperdir)]
+
+    (entry,) = info.build_report(["/srv/app"], mounts, declared, {}, "/etc/u", lambda p: None, layer_drift=layer_drift)
+    assert entry.drift_keys == ["upper_missing"] and entry.drift[-1].startswith("the upper directory")
+    assert asked == [("/srv/app", declared["/srv/app"].layers.upperdir)]
+    (entry,) = info.build_report(["/srv/app"], [], declared, {}, "/etc/u", lambda p: None, layer_drift=layer_drift)
+    assert entry.drift_keys == [] and len(asked) == 1

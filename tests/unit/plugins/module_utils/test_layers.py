@@ -24,9 +24,12 @@ PURE = {
     "_preflight",
     "_info",
     "_readonly_root",
+    "_liveguard",
+    "_restarts",
+    "_leftovers",
 }
 #: The host: files, /proc and the unit directory (_host); systemctl and mount (_systemd).
-HOST = {"_host", "_systemd", "_readonly_root_host"}
+HOST = {"_host", "_systemd", "_readonly_root_host", "_hostlock"}
 #: An upper layer's files: inspection, OCI export, copying (paths as arguments).
 LAYER_FILES = {"_upper", "_oci", "_layercopy"}
 #: The phases the modules run: they may use everything below them.

@@ -12,12 +12,17 @@ start, so the modules' verification reads what the "kernel" shows.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 
 import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _hostlock as hostlock
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _liveguard as liveguard
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
@@ -89,6 +94,15 @@ class FakeHost:
     def mutating(self) -> list[list[str]]:
         return [c for c in self.systemctl() if c[0] in MUTATING]
 
+    def add_service(self, name: str, requires: str, active: bool = True) -> None:
+        """A service whose unit Requires= ``requires`` (a kiosk app after the overlays)."""
+        (self.unit_dir / name).write_text(
+            "[Unit]\nRequires=%s\nAfter=%s\n\n[Service]\nExecStart=/bin/mkdir -p %s\n"
+            % (requires, requires, self.path("run/" + name))
+        )
+        if active:
+            self.active.add(name)
+
     def add_mount(self, line: str) -> None:
         with open(self.mountinfo, "a") as fh:
             fh.write(line + "\n")
@@ -104,6 +118,10 @@ class FakeHost:
         mount_opts = ",".join(["ro" if "ro" in flags else "rw"] + [f for f in flags if f != "ro"] + ["relatime"])
         where = keys["Where"]
         if keys["Type"] == "overlay":
+            # The kernel makes $workdir/work at mount.
+            for o in opts:
+                if o.startswith("workdir="):
+                    os.makedirs(os.path.join(o.split("=", 1)[1], "work"), exist_ok=True)
             super_opts = ",".join(octal_escape(o, ", \t\n\\") for o in opts if o not in flags)
             line = "%d 22 0:%d / %s %s - overlay overlay rw,%s" % (
                 self.next_id,
@@ -154,13 +172,22 @@ class FakeHost:
         self.active.add(name)
         return 0, "", ""
 
+    def required_by(self, name: str) -> list[str]:
+        """The units whose file says Requires= or BindsTo= ``name`` (systemd's RequiredBy=/BoundBy=)."""
+        out = []
+        for p in sorted(self.unit_dir.iterdir()):
+            lines = p.read_text().splitlines() if p.is_file() else []
+            if "Requires=%s" % name in lines or "BindsTo=%s" % name in lines:
+                out.append(p.name)
+        return out
+
     def _stop(self, name: str) -> None:
-        if name.endswith(".mount"):
+        if name.endswith(".mount") and self.unit_text(name) is not None:
             self._unmount(name)
         self.active.discard(name)
-        # systemd's Requires=: stopping a unit stops the active units that require it.
-        for other in sorted(self.active):
-            if "Requires=%s" % name in (self.unit_text(other) or "").splitlines():
+        # systemd's Requires=/BindsTo=: stopping a unit stops the active units that require it.
+        for other in self.required_by(name):
+            if other in self.active:
                 self._stop(other)
 
     def run_command(self, args, check_rc=False, environ_update=None, **kw):
@@ -171,6 +198,9 @@ class FakeHost:
         if prog == "mount":
             return 0, "mount from util-linux %s (libmount %s: selinux)\n" % (self.util_linux, self.util_linux), ""
         if prog == "journalctl":
+            unit = args[args.index("-u") + 1]
+            if unit.endswith(".service"):
+                return 0, "%s[77]: cannot open the kiosk state\nsystemd[1]: %s: Failed\n" % (unit, unit), ""
             return 0, "mount[99]: mount: wrong fs type, bad option, bad superblock on overlay\n", ""
         verb = args[1]
         if verb == "show":
@@ -178,11 +208,12 @@ class FakeHost:
             blocks = []
             for u in units:
                 blocks.append(
-                    "Id=%s\nUnitFileState=%s\nNeedDaemonReload=no\nActiveState=%s\n"
+                    "Id=%s\nUnitFileState=%s\nNeedDaemonReload=no\nActiveState=%s\nRequiredBy=%s\nBoundBy=\n"
                     % (
                         u,
                         "enabled" if u in self.enabled else "disabled",
                         "active" if u in self.active else "inactive",
+                        " ".join(self.required_by(u)),
                     )
                 )
             return 0, "\n".join(blocks), ""
@@ -208,6 +239,9 @@ def make_host(tmp_path, monkeypatch) -> FakeHost:
     h = FakeHost(tmp_path)
     # The one injection point of the host's places: every module_utils file reads them from _names.ROOTS.
     monkeypatch.setattr(nm, "ROOTS", h.roots)
+    # ... and the two of fleet safety: the host lock and the layer records.
+    monkeypatch.setattr(liveguard, "RECORD_DIR", str(tmp_path / "run" / "overlayfs-systemd" / "layers"))
+    monkeypatch.setattr(hostlock, "LOCK_PATH", str(tmp_path / "run" / "lock" / "overlayfs-systemd.lock"))
 
     def exit_json(self, **kw):
         raise AnsibleExitJson(kw)
@@ -252,3 +286,28 @@ def expect_failed(main, args, **kw) -> dict:
     res = run_main(main, args, **kw)
     assert isinstance(res, AnsibleFailJson), res.result
     return res.result
+
+
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@contextlib.contextmanager
+def lock_held(seconds: float = 30.0):
+    """Another process holding the host lock (the patched path) for ``seconds``; yields its Popen."""
+    os.makedirs(os.path.dirname(hostlock.LOCK_PATH), exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, hostlock.LOCK_PATH, str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()

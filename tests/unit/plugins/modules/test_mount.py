@@ -420,3 +420,83 @@ def test_unit_of_main_is_upgraded_in_place(host, upper):
     assert host.mutating() == [["daemon-reload"]]
     assert host.unit_text(unit) == new_text
     assert ok(params(host, upper=upper))["changed"] is False
+
+
+# ---------------------------------------------------------------------------
+# Fleet safety (issue 11)
+# ---------------------------------------------------------------------------
+
+
+def test_restart_brings_back_the_service_that_requires_the_overlay(host):
+    r0 = ok(params(host))
+    host.add_service("app.service", r0["unit"])
+    r = ok(params(host, lowerdir=[host.path("opt/app/v3"), host.path("opt/app/base")]))
+    assert ["stop", r0["unit"]] in host.systemctl() and ["start", "app.service"] in host.systemctl()
+    assert r["restarted_units"] == ["app.service"] and "app.service" in host.active
+
+
+def test_an_inactive_dependent_is_not_started(host):
+    r0 = ok(params(host))
+    host.add_service("app.service", r0["unit"], active=False)
+    r = ok(params(host, lowerdir=[host.path("opt/app/v3")]))
+    assert r["restarted_units"] == [] and ["start", "app.service"] not in host.systemctl()
+
+
+def test_a_dependent_that_fails_to_come_back_is_an_error_with_its_journal(host):
+    r0 = ok(params(host))
+    host.add_service("app.service", r0["unit"])
+    host.fail_start["app.service"] = "Job for app.service failed.\n"
+    r = failed(params(host, lowerdir=[host.path("opt/app/v3")]))
+    assert r["msg"].startswith("units stopped by this run did not come back: app.service")
+    assert r["failed_units"][0]["journal"][0] == "app.service[77]: cannot open the kiosk state"
+    assert r["mounted"]  # the overlay itself converged
+
+
+def test_lock_result_and_check_mode_without_lock(host):
+    r = ok(params(host))
+    assert r["lock"]["taken"] and r["lock"]["path"].endswith("/run/lock/overlayfs-systemd.lock")
+    r = ok(params(host), check_mode=True)
+    assert not r["lock"]["taken"]
+
+
+def replace_dir(path):
+    """rm -rf path; mkdir path, the way an operator or a cleanup script does: same path, another directory."""
+    tmp = path + ".new"
+    os.mkdir(tmp)
+    os.rename(path, path + ".old")
+    os.rename(tmp, path)
+    return path + ".old"
+
+
+@pytest.mark.parametrize("layer,key", [("upperdir", "upper_replaced"), ("workdir", "work_replaced")])
+def test_replaced_layer_is_a_change_repaired_by_a_restart(host, layer, key):
+    r0 = ok(params(host))
+    unit = r0["unit"]
+    assert ok(params(host))["layer_drift"] == []
+    replace_dir(r0[layer])
+    host.commands.clear()
+    r = ok(params(host), check_mode=True)
+    assert r["changed"] and key in r["layer_drift"] and host.mutating() == []
+    r = ok(params(host))
+    assert r["changed"] and key in r["layer_drift"]
+    assert [c for c in host.mutating() if c[1] == unit] == [["stop", unit], ["start", unit]]
+    r = ok(params(host))
+    assert not r["changed"] and r["layer_drift"] == []
+
+
+def test_missing_upper_is_created_again_and_the_overlay_restarted(host):
+    r0 = ok(params(host))
+    os.rename(r0["upperdir"], r0["upperdir"] + ".gone")
+    r = ok(params(host))
+    assert r["changed"] and r["layer_drift"] == ["upper_missing"] and os.path.isdir(r0["upperdir"])
+    assert "create directory %s" % r0["upperdir"] in r["actions"]
+    assert not ok(params(host))["changed"]
+
+
+def test_replaced_layer_with_next_boot_waits_for_the_reboot(host):
+    r0 = ok(params(host))
+    replace_dir(r0["upperdir"])
+    host.commands.clear()
+    r = ok(params(host, apply="next_boot"))
+    assert r["reboot_required"] and r["layer_drift"] == ["upper_replaced"]
+    assert not [c for c in host.mutating() if c[0] in ("stop", "start")]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 from functools import partial
 
-from fakehost import expect_failed, expect_ok, run_main
+from ansible.module_utils.common.warnings import get_warning_messages
+from fakehost import expect_failed, expect_ok, lock_held, run_main
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
@@ -235,3 +236,132 @@ def test_target_start_failure_is_reported(host):
     assert r["msg"].startswith("every overlay converged, but overlays.target failed")
     assert r["stderr"] == "Job for overlays.target failed.\n"
     assert all(x["mounted"] for x in r["results"])
+
+
+# ---------------------------------------------------------------------------
+# Fleet safety (issue 11): the host lock, units brought back, rollback keeping live layers
+# ---------------------------------------------------------------------------
+
+
+def make_busy(host, path, pid=4242):
+    d = host.proc / str(pid)
+    (d / "fd").mkdir(parents=True)
+    (d / "comm").write_text("kiosk\n")
+    os.symlink(os.path.join(path, "sub"), d / "cwd")
+
+
+def test_busy_partial_converge_brings_back_the_target_and_its_service(host):
+    """Restarting the others stops overlays.target and the app that Requires= it: both come back."""
+    items = kiosk(host, 3)
+    ok({"overlays": items, "target": "overlays.target"})
+    host.add_service("kiosk.service", "overlays.target")
+    assert "overlays.target" in host.active
+    make_busy(host, items[0]["path"])
+    new = [dict(i, lowerdir=[host.path("opt/app/v3")] + i["lowerdir"]) for i in items]
+    r = failed({"overlays": new, "target": "overlays.target"})
+    assert "busy, left untouched: %s" % items[0]["path"] in r["msg"]
+    assert "(overlays.target started again)" in r["msg"] and "kiosk.service" in r["msg"]
+    assert r["restarted_units"] == ["overlays.target", "kiosk.service"]
+    assert {"overlays.target", "kiosk.service"} <= host.active
+    assert ["start", "kiosk.service"] in host.systemctl()
+    for item in items[1:]:
+        assert minfo.parse_overlay_options(live(host, item["path"]).super_options).lowerdir[0] == host.path(
+            "opt/app/v3"
+        )
+
+
+def test_a_unit_that_does_not_come_back_fails_the_run_with_its_journal(host):
+    items = kiosk(host, 2)
+    ok({"overlays": items, "target": "overlays.target"})
+    host.add_service("kiosk.service", "overlays.target")
+    host.fail_start["kiosk.service"] = "Job for kiosk.service failed.\n"
+    new = [dict(i, lowerdir=[host.path("opt/app/v3")] + i["lowerdir"]) for i in items]
+    r = failed({"overlays": new, "target": "overlays.target"})
+    assert "did not come back: kiosk.service" in r["msg"]
+    assert r["failed_units"][0]["unit"] == "kiosk.service"
+    assert "kiosk.service[77]: cannot open the kiosk state" in r["failed_units"][0]["journal"]
+    assert r["restarted_units"] == ["overlays.target"]
+    assert all(res["changed"] and not res.get("failed") for res in r["results"])
+
+
+def test_no_op_asks_systemd_nothing_more(host):
+    """The bookkeeping costs nothing when nothing stops: no reverse-dependency query."""
+    items = kiosk(host, 3)
+    ok({"overlays": items, "target": "overlays.target"})
+    host.add_service("kiosk.service", "overlays.target")
+    host.commands.clear()
+    r = ok({"overlays": items, "target": "overlays.target"})
+    assert not r["changed"] and r["restarted_units"] == []
+    assert not [c for c in host.systemctl("show") if "RequiredBy" in ",".join(c)]
+    # one systemctl show for the 3 overlays' units and the target; mount(8) asked once; nothing else
+    assert len(host.systemctl("show")) == 1 and host.systemctl() == host.systemctl("show")
+    assert len([c for c in host.commands if c[0].endswith("/mount")]) == 1
+    assert r["lock"]["taken"] and r["lock"]["waited"] < 1
+
+
+def test_waits_for_the_host_lock_and_says_so(host, capfd):
+    items = kiosk(host, 1)
+    with lock_held(1.0) as holder:
+        r = ok({"overlays": items, "lock_timeout": 20})
+    assert r["changed"] and r["lock"]["taken"]
+    assert r["lock"]["waited"] >= 0.5 and r["lock"]["waited_for"]["pid"] == holder.pid
+    warned = capfd.readouterr().err + " ".join(get_warning_messages())
+    assert "waited %.1f s for the host lock" % r["lock"]["waited"] in warned and "held by pid %d" % holder.pid in warned
+
+
+def test_lock_timeout_names_the_holder_and_changes_nothing(host):
+    items = kiosk(host, 2)
+    with lock_held() as holder:
+        r = failed({"overlays": items, "lock_timeout": 0.3})
+    assert "holds the host lock" in r["msg"] and "pid %d (" % holder.pid in r["msg"]
+    assert "nothing was changed" in r["msg"] and r["param"] == "lock_timeout" and not r["changed"]
+    assert host.commands == [] and os.listdir(host.unit_dir) == []
+    assert r["lock"]["waited_for"]["pid"] == holder.pid and not r["lock"]["taken"]
+
+
+def test_check_mode_never_waits_for_the_lock(host):
+    with lock_held():
+        r = ok({"overlays": kiosk(host, 2), "lock_timeout": 0}, check_mode=True)
+    assert r["changed"] and not r["lock"]["taken"] and r["lock"]["waited"] == 0
+
+
+def test_rollback_keeps_the_layers_another_runs_live_overlay_uses(host, monkeypatch):
+    """Issue 11's race: while A's start fails, B mounted an overlay on layers under the base A created."""
+    base = nm.ROOTS.persistent_base
+    assert not os.path.exists(base)
+    items = kiosk(host, 1)
+    unit = nm.unit_name(items[0]["path"])
+    b_upper, b_work = os.path.join(base, "srv-b", "upper"), os.path.join(base, "srv-b", "work")
+    real_start = host._start
+
+    def start(name):
+        if name == unit:  # the other run, at this very moment
+            os.makedirs(b_upper)
+            os.makedirs(os.path.join(b_work, "work"))
+            with open(os.path.join(b_upper, "data.txt"), "w") as fh:
+                fh.write("B's data\n")
+            host.add_mount(
+                "300 22 0:300 / %s rw,relatime - overlay overlay rw,lowerdir=%s,upperdir=%s,workdir=%s"
+                % (host.path("srv/b"), host.path("opt/app/v2"), b_upper, b_work)
+            )
+            return 1, "", "mount failed\n"
+        return real_start(name)
+
+    monkeypatch.setattr(host, "_start", start)
+    r = failed({"overlays": items})
+    assert "kept %s: it holds the upperdir %s" % (base, b_upper) in r["msg"]
+    assert open(os.path.join(b_upper, "data.txt")).read() == "B's data\n"
+    assert os.path.isdir(b_work + "/work")
+    # A's own directories are gone, B's stay
+    assert sorted(os.listdir(base)) == ["srv-b"]
+
+
+def test_exclusive_removal_brings_back_the_service_of_the_target(host):
+    """Removing an undeclared overlay stops the target (it required it) and its app; both come back."""
+    items = kiosk(host, 3)
+    ok({"overlays": items, "target": "overlays.target"})
+    host.add_service("kiosk.service", "overlays.target")
+    r = ok({"overlays": items[:2], "target": "overlays.target", "exclusive": True})
+    assert r["removed"] == [items[2]["path"]]
+    assert r["restarted_units"] == ["overlays.target", "kiosk.service"]
+    assert {"overlays.target", "kiosk.service"} <= host.active

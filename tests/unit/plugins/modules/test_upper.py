@@ -150,7 +150,9 @@ def test_discarded_empties_upper_and_work_while_stopped(host, app):
     r = ok(args)
     assert r["changed"] and r["mounted"]
     assert calls == [["cache", "file.txt", "gone.txt", "new.txt"]]
-    assert os.listdir(app["upperdir"]) == [] and os.listdir(app["workdir"]) == []
+    assert os.listdir(app["upperdir"]) == [] and os.listdir(app["workdir"]) == [
+        "work"
+    ]  # made again by the kernel at mount
     st2 = os.stat(app["upperdir"])
     assert (st2.st_uid, st2.st_gid, st2.st_mode) == (st.st_uid, st.st_gid, st.st_mode)
     assert [c[0] for c in host.mutating()] == ["stop", "start"]
@@ -208,7 +210,9 @@ def test_committed(host, app):
         st = os.lstat(os.path.join(dest, rel))
         assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
     assert "trusted.overlay.opaque" not in os.listxattr(os.path.join(dest, "cache"))
-    assert os.listdir(app["upperdir"]) == [] and os.listdir(app["workdir"]) == []
+    assert os.listdir(app["upperdir"]) == [] and os.listdir(app["workdir"]) == [
+        "work"
+    ]  # made again by the kernel at mount
     assert r["copied"]["files"] == 3
     text = host.unit_text(app["unit"])
     assert "lowerdir=%s:" % dest in text and text != old_unit
@@ -370,3 +374,74 @@ def test_units_of_main_are_read_like_new_ones(host, app):
     r = ok({"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]})
     assert r["lowerdir"] == [dest, host.path("opt/app/v2"), host.path("opt/app/base")]
     assert un.read_declaration(unit_path.read_text())["lowerdir"] == r["lowerdir"]
+
+
+# ---------------------------------------------------------------------------
+# Leftovers of dead runs (issue 11)
+# ---------------------------------------------------------------------------
+
+
+def test_committed_removes_a_dead_runs_partial_copy(host, app):
+    dest = host.path("var/layers/app-1")
+    partial = host.path("var/layers/.app-1.overlayfs-partial-31337")
+    os.makedirs(os.path.join(partial, "half"))
+    args = {"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]}
+    r = ok(args, check_mode=True)
+    assert r["cleaned"] == [dict(path=partial, beside=dest, kind="partial", pid="31337", action="would remove")]
+    assert os.path.isdir(partial)
+    r = ok(args)
+    assert r["cleaned"][0]["path"] == partial and r["cleaned"][0]["action"] == "removed"
+    assert not os.path.exists(partial) and sorted(os.listdir(host.path("var/layers"))) == ["app-1"]
+    assert r["lowerdir"][0] == dest
+    assert ok(args)["cleaned"] == []
+
+
+def test_a_running_pids_partial_copy_is_left_alone(host, app):
+    (host.proc / "31337").mkdir()
+    partial = host.path("var/layers/.app-1.overlayfs-partial-31337")
+    os.makedirs(partial)
+    r = ok(
+        {
+            "path": host.path("srv/app"),
+            "state": "committed",
+            "dest": host.path("var/layers/app-1"),
+            "confirm": app["unit"],
+        }
+    )
+    assert r["cleaned"] == [] and os.path.isdir(partial) and "still runs" in r["leftovers_kept"][0]["reason"]
+
+
+def test_moved_aside_upper_of_a_dead_run(host, app):
+    """Removed once the overlay runs on the upper again; kept (the only copy) while it does not."""
+    aside = os.path.join(os.path.dirname(app["upperdir"]), ".upper.overlayfs-commit-31337")
+    os.makedirs(os.path.join(aside, "etc"))
+    with open(os.path.join(aside, "etc", "only-here"), "w") as fh:
+        fh.write("data\n")
+    expect_ok(mount_mod.main, mount_params(host, state="unmounted"))
+    r = ok({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
+    assert r["cleaned"] == [] and os.path.isfile(os.path.join(aside, "etc", "only-here"))
+    assert "only copy of its data" in r["leftovers_kept"][0]["reason"]
+    expect_ok(mount_mod.main, mount_params(host, allow_nonempty_mountpoint=True))  # the fake's merged view is a dir
+    r = ok({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
+    assert [c["path"] for c in r["cleaned"]] == [aside] and not os.path.exists(aside)
+
+
+def test_inspected_looks_for_no_leftovers(host, app):
+    partial = host.path("var/layers/.app-1.overlayfs-partial-31337")
+    os.makedirs(partial)
+    r = ok({"path": host.path("srv/app")})
+    assert "cleaned" not in r and not r["lock"]["taken"] and os.path.isdir(partial)
+
+
+def test_committed_brings_back_the_service_that_requires_the_overlay(host, app):
+    host.add_service("app.service", app["unit"])
+    r = ok({"path": host.path("srv/app"), "state": "committed", "dest": host.path("var/l1"), "confirm": app["unit"]})
+    assert r["restarted_units"] == ["app.service"] and "app.service" in host.active
+    assert ["start", "app.service"] in host.systemctl()
+
+
+def test_discarded_brings_back_the_service_also_when_it_fails(host, app):
+    host.add_service("app.service", app["unit"])
+    host.fail_once[app["unit"]] = "mount failed\n"
+    r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
+    assert r["restarted_units"] == ["app.service"] and "app.service" in host.active

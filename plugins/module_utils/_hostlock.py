@@ -1,0 +1,307 @@
+# Copyright (c) overlayfs.systemd contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# PRIVATE module_utils of the overlayfs.systemd collection.
+# This file is not a public API: names and signatures may change in any release.
+# It runs on the managed host, so it uses the Python standard library only.
+"""The one host-wide lock every changing run of this collection takes.
+
+An exclusive ``flock`` on :data:`LOCK_PATH` under ``/run/lock`` (a tmpfs:
+gone at reboot, so never stale across boots; a holder that dies releases it
+with its file descriptor). A second run waits up to ``lock_timeout``
+seconds and reports how long it waited and behind whom; on timeout it fails
+naming the holder (pid and command line) before it changed anything.
+
+The holder writes its pid into the file after it got the lock (information
+only: the flock is the lock). Who holds it is read from ``/proc/locks``
+first (the kernel's word), then from the file.
+
+Read-only runs (``mount_info``, ``upper state=inspected``, check mode)
+take no lock: :func:`needs_lock` says which runs do.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+LOCK_PATH = "/run/lock/overlayfs-systemd.lock"
+#: The parameter every changing module takes (documented in doc_fragments/lock.py).
+LOCK_ARGUMENT_SPEC: dict[str, Any] = dict(lock_timeout=dict(type="float", default=120))
+DEFAULT_TIMEOUT = 120
+POLL_INTERVAL = 0.1
+CMDLINE_MAX = 300
+
+
+class LockError(Exception):
+    """The lock could not be taken; nothing was changed. ``holder`` names who has it."""
+
+    def __init__(self, message: str, holder: dict[str, Any] | None = None, waited: float = 0.0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.holder = holder
+        self.waited = waited
+        self.param = "lock_timeout"
+
+
+@dataclass
+class LockReport:
+    """What taking the lock cost: for the module result (``lock``)."""
+
+    path: str
+    waited: float = 0.0
+    holder: dict[str, Any] | None = None
+    taken: bool = False
+
+    def as_result(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(path=self.path, taken=self.taken, waited=round(self.waited, 1))
+        if self.holder is not None:
+            out["waited_for"] = self.holder
+        return out
+
+    def message(self) -> str | None:
+        """A sentence for a warning when this run waited, None when it did not."""
+        if self.holder is None and self.waited < 1.0:
+            return None
+        who = describe_holder(self.holder) if self.holder is not None else "another run"
+        return "waited %.1f s for the host lock %s held by %s" % (self.waited, self.path, who)
+
+
+def needs_lock(*, check_mode: bool, changes: bool = True) -> bool:
+    """Whether a run takes the exclusive lock: every run that may change the host."""
+    return changes and not check_mode
+
+
+def parse_proc_locks(text: str, dev: int, ino: int) -> list[int]:
+    """Pids holding a FLOCK on the file (``dev``, ``ino``) according to ``/proc/locks`` text.
+
+    A line reads ``1: FLOCK  ADVISORY  WRITE 1234 08:02:131 0 EOF``; lines
+    of waiters start with ``->`` and are skipped. The device is major:minor
+    in hex.
+    """
+    want = "%02x:%02x:%d" % (os.major(dev), os.minor(dev), ino)
+    pids = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->" or fields[1] != "FLOCK":
+            continue
+        if _same_dev_ino(fields[5], want):
+            try:
+                pids.append(int(fields[4]))
+            except ValueError:
+                continue
+    return pids
+
+
+def _same_dev_ino(value: str, want: str) -> bool:
+    try:
+        major, minor, inode = value.split(":")
+        w_major, w_minor, w_inode = want.split(":")
+        return (int(major, 16), int(minor, 16), int(inode)) == (int(w_major, 16), int(w_minor, 16), int(w_inode))
+    except ValueError:
+        return False
+
+
+def parse_lock_file(text: str) -> int | None:
+    """The pid a holder wrote into the lock file (``pid=1234`` on the first line), None if none."""
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "pid" and value.strip().isdigit():
+            return int(value.strip())
+    return None
+
+
+def read_cmdline(pid: int, proc_root: str = "/proc") -> str | None:
+    """The command line of ``pid`` (NULs as spaces, shortened), None if the process is gone."""
+    try:
+        with open("%s/%d/cmdline" % (proc_root, pid), "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    text = " ".join(raw.replace(b"\0", b" ").decode("utf-8", "replace").split())
+    return text if len(text) <= CMDLINE_MAX else text[: CMDLINE_MAX - 3] + "..."
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    cmd = holder.get("cmdline")
+    return "pid %s (%s)" % (holder.get("pid"), cmd if cmd else "command line unknown")
+
+
+def timeout_message(path: str, timeout: float, holder: dict[str, Any] | None) -> str:
+    who = describe_holder(holder) if holder is not None else "a process this run could not identify"
+    return (
+        "another run of overlayfs.systemd holds the host lock %s: %s. Waited %s s (lock_timeout), nothing was "
+        "changed. Let that run finish, or raise lock_timeout" % (path, who, _seconds(timeout))
+    )
+
+
+def _seconds(value: float) -> str:
+    return ("%d" % value) if float(value).is_integer() else ("%.1f" % value)
+
+
+@dataclass
+class HostLock:
+    """The exclusive host lock; ``acquire()`` waits up to ``timeout`` seconds.
+
+    ``clock``, ``sleep`` and ``proc_root`` are for unit tests.
+    """
+
+    path: str = ""
+    timeout: float = DEFAULT_TIMEOUT
+    proc_root: str = "/proc"
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    fd: int | None = None
+    report: LockReport = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.path = self.path or LOCK_PATH
+        self.report = LockReport(self.path)
+
+    def acquire(self) -> LockReport:
+        """Take the lock (waiting if held); raises LockError on timeout or an unsafe lock file."""
+        if self.timeout < 0:
+            raise LockError("lock_timeout must be 0 or more seconds, got %s" % self.timeout)
+        fd = self._open()
+        start = self.clock()
+        holder: dict[str, Any] | None = None
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        raise
+                if holder is None:
+                    holder = self.holder(fd)
+                waited = self.clock() - start
+                if waited >= self.timeout:
+                    raise LockError(timeout_message(self.path, self.timeout, holder), holder, waited)
+                self.sleep(min(POLL_INTERVAL, max(self.timeout - waited, 0.0)))
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self._record_self(fd)
+        self.report = LockReport(self.path, waited=self.clock() - start, holder=holder, taken=True)
+        return self.report
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.ftruncate(self.fd, 0)
+        except OSError:
+            pass
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> LockReport:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def holder(self, fd: int) -> dict[str, Any] | None:
+        """Who holds the lock on ``fd``'s file: from /proc/locks, else from the pid the holder wrote."""
+        st = os.fstat(fd)
+        pids: list[int] = []
+        try:
+            with open("%s/locks" % self.proc_root, encoding="ascii", errors="replace") as fh:
+                pids = [p for p in parse_proc_locks(fh.read(), st.st_dev, st.st_ino) if p != os.getpid()]
+        except OSError:
+            pids = []
+        if not pids:
+            try:
+                written = parse_lock_file(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+            except OSError:
+                written = None
+            pids = [written] if written is not None else []
+        if not pids:
+            return None
+        return dict(pid=pids[0], cmdline=read_cmdline(pids[0], self.proc_root))
+
+    def _open(self) -> int:
+        parent = os.path.dirname(self.path)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, 0o755)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise LockError(
+                "cannot open the host lock %s (%s); remove it if it is a symlink or not a regular file"
+                % (self.path, exc.strerror)
+            ) from exc
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            os.close(fd)
+            raise LockError(
+                "the host lock %s is not a regular file owned by uid %d (another user may hold it to block "
+                "this collection); remove it" % (self.path, os.geteuid())
+            )
+        return fd
+
+    def _record_self(self, fd: int) -> None:
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, ("pid=%d\n" % os.getpid()).encode("ascii"), 0)
+        except OSError:  # information only
+            pass
+
+
+@contextmanager
+def host_lock(module: Any, *, changes: bool = True) -> Iterator[LockReport]:
+    """Hold the host lock around a module's run (none in check mode or for read-only runs).
+
+    Yields the report (``taken`` false when no lock was needed); a run that
+    waited gets a warning. Raises LockError on timeout.
+    """
+    if not needs_lock(check_mode=module.check_mode, changes=changes):
+        yield LockReport(LOCK_PATH)
+        return
+    lock = HostLock(timeout=module.params["lock_timeout"])
+    report = lock.acquire()
+    try:
+        msg = report.message()
+        if msg:
+            module.warn(msg)
+        yield report
+    finally:
+        lock.release()
+
+
+def run_locked(
+    module: Any,
+    run: Callable[[], dict[str, Any]],
+    *,
+    failure: Callable[[str, dict[str, Any]], Exception],
+    changes: bool = True,
+) -> dict[str, Any]:
+    """``run()`` under the host lock; its result (or its failure's) gets the ``lock`` key.
+
+    ``failure(msg, result)`` builds the module's failure type, which carries
+    a ``result`` dict; a lock timeout becomes one with ``changed=False``.
+    """
+    try:
+        with host_lock(module, changes=changes) as report:
+            try:
+                result = run()
+            except Exception as exc:
+                if isinstance(getattr(exc, "result", None), dict):
+                    exc.result["lock"] = report.as_result()  # type: ignore[attr-defined]
+                raise
+    except LockError as exc:
+        refused = LockReport(LOCK_PATH, waited=exc.waited, holder=exc.holder)
+        raise failure(exc.message, dict(changed=False, param=exc.param, lock=refused.as_result())) from None
+    result["lock"] = report.as_result()
+    return result
