@@ -275,8 +275,7 @@ class _Unpacker:
             for name, value in oci.member_xattrs(ti).items():
                 os.setxattr(dest, name, value, follow_symlinks=False)
             os.chmod(dest, stat.S_IMODE(ti.mode))
-        mt = (ti.pax_headers or {}).get("mtime")
-        ns = int(round(float(mt) * 1e9)) if mt else int(ti.mtime) * 1_000_000_000
+        ns = oci.mtime_ns(ti)
         os.utime(dest, ns=(ns, ns), follow_symlinks=False)
 
     def finish(self) -> None:

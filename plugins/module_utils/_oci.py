@@ -265,6 +265,21 @@ def member_problem(ti: tarfile.TarInfo, *, allow_setuid: bool, allow_devices: bo
 # ---------------------------------------------------------------------------
 
 
+def mtime_ns(ti: tarfile.TarInfo) -> int:
+    """A member's mtime in nanoseconds, exact from the PAX ``mtime`` record when there is one."""
+    raw = (ti.pax_headers or {}).get("mtime")
+    if raw:
+        sec, dummy, frac = str(raw).partition(".")
+        try:
+            neg = sec.startswith("-")
+            whole = int(sec or "0")
+            part = int((frac + "000000000")[:9]) if frac else 0
+            return whole * 1_000_000_000 + (-part if neg else part)
+        except ValueError:
+            pass
+    return int(ti.mtime * 1_000_000_000)
+
+
 def clamp_mtime(mtime_ns: int, epoch: int | None) -> int:
     """The mtime (ns) to record: ``min(mtime, epoch)`` when an epoch (SOURCE_DATE_EPOCH style) is given."""
     if epoch is None:
@@ -277,9 +292,7 @@ def normalise_tarinfo(ti: tarfile.TarInfo, epoch: int | None) -> tarfile.TarInfo
     ti.uname = ti.gname = ""
     headers = dict(ti.pax_headers or {})
     if epoch is not None:
-        mt = headers.get("mtime")
-        ns = int(round(float(mt) * 1e9)) if mt else int(ti.mtime * 1_000_000_000)
-        ns = clamp_mtime(ns, epoch)
+        ns = clamp_mtime(mtime_ns(ti), epoch)
         ti.mtime = ns // 1_000_000_000
         headers["mtime"] = "%d.%09d" % divmod(ns, 1_000_000_000)
         headers.pop("atime", None)

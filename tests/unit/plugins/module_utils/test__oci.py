@@ -246,3 +246,18 @@ def test_layer_record_round_trip():
     assert oci.parse_layer_record(b"not json") is None
     assert oci.parse_layer_record(b'{"digest": "x"}') is None
     assert oci.parse_layer_record(None) is None
+
+
+@pytest.mark.parametrize(
+    "pax, mtime, expected",
+    [
+        ({"mtime": "1700000000.123456789"}, 0, 1_700_000_000_123_456_789),
+        ({"mtime": "5.5"}, 0, 5_500_000_000),
+        ({"mtime": "7"}, 0, 7_000_000_000),
+        ({}, 9, 9_000_000_000),
+    ],
+)
+def test_mtime_ns_exact(pax, mtime, expected):
+    ti = member("f", pax=pax)
+    ti.mtime = mtime
+    assert oci.mtime_ns(ti) == expected
