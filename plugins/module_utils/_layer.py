@@ -22,6 +22,10 @@
   layers overlap a directory.
 - :func:`remove_layer` moves a layer aside and deletes it.
 - :func:`ensure_present` / :func:`ensure_absent` are the module's two states.
+- :func:`write_stack_image` writes layer directories, bottom first, as an
+  image archive for ``docker load`` (each one through
+  ``_upper.write_oci_layer``, so whiteouts and opaque directories become
+  ``.wh.`` entries).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import 
     mount_containing,
     parse_overlay_options,
 )
+from ansible_collections.overlayfs.systemd.plugins.module_utils._upper import write_oci_layer
 
 #: Where a layer directory records the archive it came from (root-only namespace).
 RECORD_XATTR = "trusted.overlayfs-systemd.layer"
@@ -552,3 +557,41 @@ def ensure_absent(path: str, *, check_mode: bool) -> Step:
     if not check_mode:
         remove_layer(path)
     return Step(True, dict(record, users=[]), before=record_text(record), after="")
+
+
+# ---------------------------------------------------------------------------
+# A stack of layer directories as an image archive
+# ---------------------------------------------------------------------------
+
+
+def blob_from_dir(layer_dir: str, out_path: str, *, compression: str = "none") -> oci.LayerBlob:
+    """Write layer directory ``layer_dir`` (whiteouts, opaque dirs) as an OCI layer tar at ``out_path``."""
+    raw = oci.HashingWriter(open(out_path, "xb"))
+    try:
+        if compression == "gzip":
+            tar_hash = oci.HashingWriter(gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0))
+            write_oci_layer(layer_dir, tar_hash)  # type: ignore[arg-type]
+            tar_hash.close()
+        else:
+            tar_hash = raw
+            write_oci_layer(layer_dir, raw)  # type: ignore[arg-type]
+    finally:
+        raw.close()
+    return oci.LayerBlob(out_path, raw.digest, tar_hash.digest, raw.size, gzip=compression == "gzip")
+
+
+def write_stack_image(
+    layer_dirs: Sequence[str], out: BinaryIO, scratch: str, *, repo_tag: str, compression: str = "none"
+) -> dict[str, Any]:
+    """Write ``layer_dirs`` (bottom first: the lowest lower ... the upper) as one image archive to ``out``.
+
+    Each directory becomes one layer blob in ``scratch`` (removed afterwards).
+    """
+    blobs = []
+    try:
+        for i, d in enumerate(layer_dirs):
+            blobs.append(blob_from_dir(d, os.path.join(scratch, "layer-%03d.tar" % i), compression=compression))
+        return oci.write_image_archive(out, blobs, repo_tag=repo_tag)
+    finally:
+        for b in blobs:
+            os.unlink(b.path)

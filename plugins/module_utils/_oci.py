@@ -149,6 +149,35 @@ class HashingReader(io.RawIOBase):
         return "sha256:" + self._hash.hexdigest()
 
 
+class HashingWriter(io.RawIOBase):
+    """A write-only stream that hashes (sha256) and counts every byte written through it to ``raw``."""
+
+    def __init__(self, raw: Any) -> None:
+        super().__init__()
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        data = bytes(b)
+        self._raw.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
 # ---------------------------------------------------------------------------
 # Member rules (pure: TarInfo in, reason or meaning out)
 # ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import stat
 import subprocess
@@ -274,3 +275,29 @@ def test_kernel_reads_the_imported_layer_as_a_lower(tmp_path, parent):
         assert sorted(os.listdir(merged / "etc")) == ["motd"]
     finally:
         subprocess.run(["umount", str(merged)], check=True)
+
+
+def test_stack_image_round_trip(tmp_path, parent):
+    """Two layer directories -> image archive -> each blob imported again gives the same layer."""
+    src, dummy, dummy2 = write(tmp_path, kiosk_change())
+    top = str(parent / "k2")
+    lay.import_layer(src, top)
+    base = tmp_path / "base"
+    (base / "etc").mkdir(parents=True)
+    (base / "etc" / "old.conf").write_text("old\n")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    out = tmp_path / "image.tar"
+    with open(out, "wb") as fh:
+        ident = lay.write_stack_image([str(base), top], fh, str(scratch), repo_tag="kiosk:2", compression="gzip")
+    assert os.listdir(scratch) == []
+    with tarfile.open(out) as tf:
+        manifest = json.loads(tf.extractfile("manifest.json").read())[0]
+        config = json.loads(tf.extractfile(manifest["Config"]).read())
+        assert config["rootfs"]["diff_ids"] == [layer["diff_id"] for layer in ident["layers"]]
+        blob = tf.extractfile(manifest["Layers"][1]).read()
+    (tmp_path / "k2.tgz").write_bytes(blob)
+    again = lay.import_layer(str(tmp_path / "k2.tgz"), str(parent / "k2-again"), diff_id=ident["layers"][1]["diff_id"])
+    assert again.counts["whiteouts"] == 1 and again.counts["opaque"] == 1 and again.counts["hardlinks"] == 1
+    assert stat.S_ISCHR(os.lstat(parent / "k2-again" / "etc" / "old.conf").st_mode)
+    assert os.getxattr(parent / "k2-again" / "var" / "cache", "trusted.overlay.opaque") == b"y"
