@@ -18,9 +18,9 @@ description:
     reserved by the format and skipped (returned in RV(reserved)).
   - The archive is unpacked into a hidden sibling of O(path) (C(.NAME.overlayfs-layer-PID)), every file and
     directory is synced, O(digest) and O(diff_id) are compared, the record is written and only then the sibling
-    is renamed to O(path). A refusal or a failure removes the sibling: nothing is left and O(path) never exists
+    is renamed to O(path). A refusal or a failure removes the sibling, so nothing is left and O(path) never exists
     half-written.
-  - Hostile archives are refused before anything is visible: absolute names or C(..) components, hard links to
+  - Hostile archives are refused before anything is visible. Refused are absolute names or C(..) components, hard links to
     anything but an earlier file of the archive, symlinks whose relative target climbs above the layer root,
     device nodes other than the whiteout 0/0, set-uid/set-gid files and file capabilities (unless
     O(allow_setuid=true)), C(trusted.overlay.*) or C(user.overlay.*) xattrs, entries that go through a
