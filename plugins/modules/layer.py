@@ -20,9 +20,9 @@ description:
     directory is synced, O(digest) and O(diff_id) are compared, the record is written and only then the sibling
     is renamed to O(path). A refusal or a failure removes the sibling, so nothing is left and O(path) never exists
     half-written.
-  - Hostile archives are refused before anything is visible. Refused are absolute names or C(..) components, hard links to
-    anything but an earlier file of the archive, symlinks whose relative target climbs above the layer root,
-    device nodes other than the whiteout 0/0, set-uid/set-gid files and file capabilities (unless
+  - Hostile archives are refused before anything is visible. Refused are absolute names or C(..) components,
+    hard links to anything but an earlier file of the archive, symlinks whose relative target climbs above the
+    layer root, device nodes other than the whiteout 0/0, set-uid/set-gid files and file capabilities (unless
     O(allow_setuid=true)), C(trusted.overlay.*) or C(user.overlay.*) xattrs, entries that go through a
     non-directory, and a file together with its own whiteout.
   - The layer directory records the archive it holds (its C(digest) and C(diff_id)) in the
