@@ -32,14 +32,13 @@ the same run:
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
 import shutil
 import subprocess
 import sys
 import time
 
-from upper_bench import import_upper, run, timed
+from upper_bench import import_upper, run, scratch, timed
 
 
 def build_base(lower: str, files: int, total: int) -> None:
@@ -59,11 +58,14 @@ def build_base(lower: str, files: int, total: int) -> None:
                 off = 0
 
 
-def change(merged: str, changed: int) -> None:
+def change(merged: str, files: int, changed: int) -> None:
+    """Rewrite the start of ``changed`` files spread over the base, delete the last one."""
+    step = files // (changed + 1)
     for i in range(changed):
-        with open(os.path.join(merged, "d%03d" % i, "f%05d" % (i * 100)), "r+b") as fh:
+        k = i * step
+        with open(os.path.join(merged, "d%03d" % (k // 100), "f%05d" % k), "r+b") as fh:
             fh.write(b"changed %d\n" % i)
-    os.unlink(os.path.join(merged, "d199" if os.path.isdir(os.path.join(merged, "d199")) else "d000", "f00001"))
+    os.unlink(os.path.join(merged, "d%03d" % ((files - 1) // 100), "f%05d" % (files - 1)))
 
 
 def du_kib(path: str) -> int:
@@ -99,18 +101,9 @@ def main() -> int:
     from ansible_collections.overlayfs.systemd.plugins.module_utils import _stack  # noqa: PLC0415
 
     base = args.dir
-    if os.path.lexists(base):
-        print("%s exists; remove it or give --dir" % base, file=sys.stderr)
+    mounts = scratch(base)
+    if mounts is None:
         return 2
-    os.makedirs(base)
-    mounts: list[str] = []
-
-    def cleanup() -> None:
-        for m in reversed(mounts):
-            subprocess.run(["umount", m], check=False)
-        shutil.rmtree(base, ignore_errors=True)
-
-    atexit.register(cleanup)
     lower, upper, work, merged, other = (os.path.join(base, n) for n in ("base", "upper", "work", "merged", "tmpfs"))
     for d in (lower, upper, work, merged, other):
         os.makedirs(d)
@@ -133,7 +126,7 @@ def main() -> int:
     )
     mount_overlay([lower], upper, work, merged)
     mounts.append(merged)
-    change(merged, args.changed)
+    change(merged, args.files, args.changed)
     os.sync()
     upper_kib = du_kib(upper)
 
