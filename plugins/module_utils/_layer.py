@@ -11,7 +11,7 @@
   sibling of the layer directory, turning ``.wh.NAME`` into a whiteout
   (character device 0/0) and ``.wh..wh..opq`` into
   ``trusted.overlay.opaque=y``; every member is checked first
-  (``_oci.member_problem``); files and directories are fsynced, the digest
+  (``_image.member_problem``); files and directories are fsynced, the digest
   and diff_id compared, the record written, and only then is the sibling
   renamed into place. Any refusal removes the sibling: nothing is left.
   With ``dry=True`` the same pass reads and checks the archive and writes
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _oci as oci
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as oci
 from ansible_collections.overlayfs.systemd.plugins.module_utils._info import declared_overlays
 from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import (
     MountInfo,

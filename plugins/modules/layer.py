@@ -183,7 +183,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _layer as lay
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _oci as oci
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as oci
 from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import OverlayError, normalize_path
 
 ARGUMENT_SPEC: dict[str, Any] = dict(

@@ -21,7 +21,7 @@ import tarfile
 import pytest
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _layer as lay
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _oci as oci
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as oci
 from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import parse_mountinfo
 
 MTIME_NS = 1_700_000_000_123_456_789

@@ -19,7 +19,7 @@ from functools import partial
 import pytest
 from fakehost import expect_failed, expect_ok
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _oci as oci
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as oci
 from ansible_collections.overlayfs.systemd.plugins.modules import layer as mod
 from ansible_collections.overlayfs.systemd.plugins.modules import mount as mount_mod
 

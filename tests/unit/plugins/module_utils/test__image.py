@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _oci as oci
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as oci
 
 HEX = "a" * 64
 

@@ -5,7 +5,7 @@
 # PRIVATE module_utils of the overlayfs.systemd collection.
 # This file is not a public API: names and signatures may change in any release.
 # It runs on the managed host, so it uses the Python standard library only.
-"""OCI image layers as data: digests, member rules, reproducible entries, image archives.
+"""OCI images as data: digests, layer member rules, reproducible entries, image archives.
 
 - Digests: ``sha256:<hex>`` strings, checked with :func:`parse_digest`;
   :class:`HashingReader` hashes a stream while it is read, so one pass over
