@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as oci
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as img
 from ansible_collections.overlayfs.systemd.plugins.module_utils._info import declared_overlays
 from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import (
     MountInfo,
@@ -90,7 +90,7 @@ def read_record(path: str) -> dict[str, Any] | None:
         if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOENT):
             return None
         raise
-    return oci.parse_layer_record(raw)
+    return img.parse_layer_record(raw)
 
 
 def record_matches(record: Mapping[str, Any], digest: str | None, diff_id: str | None) -> bool:
@@ -108,10 +108,10 @@ def record_matches(record: Mapping[str, Any], digest: str | None, diff_id: str |
 def _sniff(fh: BinaryIO) -> str:
     head = fh.read(4)
     fh.seek(0)
-    if head[:2] == oci.GZIP_MAGIC:
+    if head[:2] == img.GZIP_MAGIC:
         return "gzip"
     if head == ZSTD_MAGIC:
-        raise oci.LayerError(
+        raise img.LayerError(
             "the archive is zstd-compressed, which this module cannot read; give the uncompressed tar or gzip",
             "src",
         )
@@ -143,7 +143,7 @@ class _Unpacker:
             if kind == _DIR:
                 continue
             if kind is not None:
-                raise oci.LayerError(
+                raise img.LayerError(
                     "member %r goes through %s, which the archive made a %s, not a directory"
                     % (name, p, "whiteout" if kind == _WHITEOUT else "non-directory"),
                     "src",
@@ -158,25 +158,25 @@ class _Unpacker:
         if kind is None:
             return False
         if kind == _WHITEOUT:
-            raise oci.LayerError(
+            raise img.LayerError(
                 "the archive holds both %s and its whiteout; a whiteout only hides lower layers" % rel, "src"
             )
         if kind == _DIR:
             if new_is_dir:
                 return True
-            raise oci.LayerError("member %r replaces the directory %s with a non-directory" % (name, rel), "src")
+            raise img.LayerError("member %r replaces the directory %s with a non-directory" % (name, rel), "src")
         if not self.dry:
             os.unlink(self._real(rel))
         del self.kinds[rel]
         return False
 
     def add(self, ti: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
-        problem = oci.member_problem(ti, allow_setuid=self.allow_setuid)
+        problem = img.member_problem(ti, allow_setuid=self.allow_setuid)
         if problem is not None:
-            raise oci.LayerError(problem, "src", hint="the archive was refused; nothing was unpacked")
-        rel = oci.clean_name(ti.name) or ""
+            raise img.LayerError(problem, "src", hint="the archive was refused; nothing was unpacked")
+        rel = img.clean_name(ti.name) or ""
         self.counts["entries"] += 1
-        marker = oci.whiteout_target(rel)
+        marker = img.whiteout_target(rel)
         if marker is not None:
             self._marker(marker, ti.name)
             return
@@ -196,9 +196,9 @@ class _Unpacker:
             return
         dest = self._real(rel)
         if ti.islnk():
-            target = oci.clean_name(ti.linkname) or ""
+            target = img.clean_name(ti.linkname) or ""
             if self.kinds.get(target) != _OTHER:
-                raise oci.LayerError(
+                raise img.LayerError(
                     "hard link %r -> %r: the target is not a file earlier in the archive" % (ti.name, ti.linkname),
                     "src",
                 )
@@ -230,7 +230,7 @@ class _Unpacker:
             return
         if kind == "opaque":
             if self.kinds.get(target, _DIR) != _DIR:
-                raise oci.LayerError("opaque marker %r inside a non-directory" % name, "src")
+                raise img.LayerError("opaque marker %r inside a non-directory" % name, "src")
             if target not in self.kinds:
                 self._parents(target + "/x", name)
                 if not self.dry:
@@ -240,7 +240,7 @@ class _Unpacker:
             self.counts["opaque"] += 1
             return
         if target in self.kinds:
-            raise oci.LayerError(
+            raise img.LayerError(
                 "the archive holds both %s and its whiteout; a whiteout only hides lower layers" % target, "src"
             )
         self._parents(target, name)
@@ -256,13 +256,13 @@ class _Unpacker:
         src = tf.extractfile(ti)
         if self.dry:
             if src is not None:
-                while src.read(oci.CHUNK):
+                while src.read(img.CHUNK):
                     pass
             return
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             while src is not None:
-                buf = src.read(oci.CHUNK)
+                buf = src.read(img.CHUNK)
                 if not buf:
                     break
                 view = memoryview(buf)
@@ -277,10 +277,10 @@ class _Unpacker:
         os.chown(dest, ti.uid, ti.gid, follow_symlinks=False)
         is_link = ti.issym()
         if not is_link:
-            for name, value in oci.member_xattrs(ti).items():
+            for name, value in img.member_xattrs(ti).items():
                 os.setxattr(dest, name, value, follow_symlinks=False)
             os.chmod(dest, stat.S_IMODE(ti.mode))
-        ns = oci.mtime_ns(ti)
+        ns = img.mtime_ns(ti)
         os.utime(dest, ns=(ns, ns), follow_symlinks=False)
 
     def finish(self) -> None:
@@ -321,12 +321,12 @@ def read_archive(
 ) -> tuple[str, str, str]:
     """Stream ``fh`` through ``unpacker`` (None: only hash it); (compression, digest, diff_id) after checking."""
     compression = _sniff(fh)
-    raw = oci.HashingReader(fh)
+    raw = img.HashingReader(fh)
     gz: gzip.GzipFile | None = None
-    tar_stream: oci.HashingReader = raw
+    tar_stream: img.HashingReader = raw
     if compression == "gzip":
         gz = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
-        tar_stream = oci.HashingReader(gz)  # type: ignore[arg-type]
+        tar_stream = img.HashingReader(gz)  # type: ignore[arg-type]
     try:
         with tarfile.open(fileobj=tar_stream, mode="r|") as tf:  # type: ignore[call-overload]
             for ti in tf:
@@ -335,16 +335,16 @@ def read_archive(
         tar_stream.drain()
         raw.drain()
     except (tarfile.TarError, EOFError, gzip.BadGzipFile) as exc:
-        raise oci.LayerError("src is not a readable layer tar: %s" % exc, "src") from None
+        raise img.LayerError("src is not a readable layer tar: %s" % exc, "src") from None
     got_digest, got_diff_id = raw.digest, tar_stream.digest
     if digest is not None and digest not in (got_digest, got_diff_id):
-        raise oci.LayerError(
+        raise img.LayerError(
             "digest mismatch: the archive is %s (diff_id %s), not the expected %s; nothing was imported"
             % (got_digest, got_diff_id, digest),
             "digest",
         )
     if diff_id is not None and diff_id != got_diff_id:
-        raise oci.LayerError(
+        raise img.LayerError(
             "diff_id mismatch: the uncompressed tar is %s, not the expected %s; nothing was imported"
             % (got_diff_id, diff_id),
             "diff_id",
@@ -373,7 +373,7 @@ def import_layer(
             compression, got_digest, got_diff_id = read_archive(fh, unpacker, digest=digest, diff_id=diff_id)
         unpacker.finish()
         if not dry:
-            os.setxattr(stage, RECORD_XATTR, oci.layer_record(got_digest, got_diff_id), follow_symlinks=False)
+            os.setxattr(stage, RECORD_XATTR, img.layer_record(got_digest, got_diff_id), follow_symlinks=False)
             fsync_dir(stage)
             os.rename(stage, path)
             fsync_dir(os.path.dirname(path) or "/")
@@ -492,7 +492,7 @@ def _check_parent(path: str, check_mode: bool) -> None:
     while not os.path.lexists(existing):
         existing = os.path.dirname(existing)
     if os.path.realpath(existing) != existing or not os.path.isdir(existing):
-        raise oci.LayerError(
+        raise img.LayerError(
             "path %s: %s is a symlink or not a directory; give the real path of the layer directory" % (path, existing),
             "path",
         )
@@ -507,7 +507,7 @@ def ensure_present(
     if os.path.lexists(path):
         record = read_record(path)
         if record is None:
-            raise oci.LayerError(
+            raise img.LayerError(
                 "path %s exists and was not imported by overlayfs.systemd.layer (no %s record); "
                 "choose a new path for the layer" % (path, RECORD_XATTR),
                 "path",
@@ -517,7 +517,7 @@ def ensure_present(
             wanted_digest, dummy = identify_archive(src)
         if record_matches(record, wanted_digest, wanted_diff_id):
             return Step(False, dict(record))
-        raise oci.LayerError(
+        raise img.LayerError(
             "path %s already holds the layer %s, not %s; a layer never changes in place (an overlay may use it): "
             "import the new one at another path and switch lowerdir to it, or remove this one with state=absent"
             % (path, record.get("digest"), wanted_digest or wanted_diff_id),
@@ -525,7 +525,7 @@ def ensure_present(
         )
     problem = placement_problem(path, conv.read_mounts())
     if problem is not None:
-        raise oci.LayerError(problem, "path")
+        raise img.LayerError(problem, "path")
     _check_parent(path, check_mode)
     got = import_layer(src, path, digest=digest, diff_id=diff_id, allow_setuid=allow_setuid, dry=check_mode)
     record = {"digest": got.digest, "diff_id": got.diff_id}
@@ -540,7 +540,7 @@ def ensure_absent(path: str, *, check_mode: bool) -> Step:
         return Step(False, {"users": []})
     record = read_record(path)
     if record is None:
-        raise oci.LayerError(
+        raise img.LayerError(
             "path %s was not imported by overlayfs.systemd.layer (no %s record); nothing was removed"
             % (path, RECORD_XATTR),
             "path",
@@ -548,7 +548,7 @@ def ensure_absent(path: str, *, check_mode: bool) -> Step:
     users = layer_users(path, unit_files(conv.UNIT_DIR), conv.read_mounts())
     if users:
         names = ", ".join("%s (%s, %s)" % (u["unit"] or "mounted at " + u["path"], u["path"], u["as"]) for u in users)
-        raise oci.LayerError(
+        raise img.LayerError(
             "layer %s is in use by %s; switch those overlays to other layers first, nothing was removed"
             % (path, names),
             "path",
@@ -564,12 +564,12 @@ def ensure_absent(path: str, *, check_mode: bool) -> Step:
 # ---------------------------------------------------------------------------
 
 
-def blob_from_dir(layer_dir: str, out_path: str, *, compression: str = "none") -> oci.LayerBlob:
+def blob_from_dir(layer_dir: str, out_path: str, *, compression: str = "none") -> img.LayerBlob:
     """Write layer directory ``layer_dir`` (whiteouts, opaque dirs) as an OCI layer tar at ``out_path``."""
-    raw = oci.HashingWriter(open(out_path, "xb"))
+    raw = img.HashingWriter(open(out_path, "xb"))
     try:
         if compression == "gzip":
-            tar_hash = oci.HashingWriter(gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0))
+            tar_hash = img.HashingWriter(gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0))
             write_oci_layer(layer_dir, tar_hash)  # type: ignore[arg-type]
             tar_hash.close()
         else:
@@ -577,7 +577,7 @@ def blob_from_dir(layer_dir: str, out_path: str, *, compression: str = "none") -
             write_oci_layer(layer_dir, raw)  # type: ignore[arg-type]
     finally:
         raw.close()
-    return oci.LayerBlob(out_path, raw.digest, tar_hash.digest, raw.size, gzip=compression == "gzip")
+    return img.LayerBlob(out_path, raw.digest, tar_hash.digest, raw.size, gzip=compression == "gzip")
 
 
 def write_stack_image(
@@ -591,7 +591,7 @@ def write_stack_image(
     try:
         for i, d in enumerate(layer_dirs):
             blobs.append(blob_from_dir(d, os.path.join(scratch, "layer-%03d.tar" % i), compression=compression))
-        return oci.write_image_archive(out, blobs, repo_tag=repo_tag)
+        return img.write_image_archive(out, blobs, repo_tag=repo_tag)
     finally:
         for b in blobs:
             os.unlink(b.path)

@@ -182,8 +182,8 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as img
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _layer as lay
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as oci
 from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import OverlayError, normalize_path
 
 ARGUMENT_SPEC: dict[str, Any] = dict(
@@ -211,14 +211,14 @@ def main() -> None:
             step = lay.ensure_present(
                 path,
                 p["src"],
-                digest=oci.parse_digest(p["digest"], "digest"),
-                diff_id=oci.parse_digest(p["diff_id"], "diff_id"),
+                digest=img.parse_digest(p["digest"], "digest"),
+                diff_id=img.parse_digest(p["diff_id"], "diff_id"),
                 allow_setuid=p["allow_setuid"],
                 check_mode=module.check_mode,
             )
         else:
             step = lay.ensure_absent(path, check_mode=module.check_mode)
-    except (oci.LayerError, OverlayError) as exc:
+    except (img.LayerError, OverlayError) as exc:
         extra = dict(getattr(exc, "extra", None) or {})
         module.fail_json(msg=str(exc), param=exc.param, hint=getattr(exc, "hint", None), **dict(result, **extra))
     except OSError as exc:

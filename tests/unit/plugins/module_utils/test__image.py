@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as oci
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as img
 
 HEX = "a" * 64
 
@@ -28,20 +28,20 @@ HEX = "a" * 64
     ],
 )
 def test_parse_digest_accepts(value, expected):
-    assert oci.parse_digest(value, "digest") == expected
+    assert img.parse_digest(value, "digest") == expected
 
 
 @pytest.mark.parametrize("value", ["sha256:abc", "md5:" + HEX, "sha256:" + "g" * 64, ""])
 def test_parse_digest_refuses_and_names_the_parameter(value):
-    with pytest.raises(oci.LayerError) as info:
-        oci.parse_digest(value, "diff_id")
+    with pytest.raises(img.LayerError) as info:
+        img.parse_digest(value, "diff_id")
     assert info.value.param == "diff_id"
     assert "sha256:<64 hex digits>" in str(info.value)
 
 
 def test_hashing_reader_hashes_everything_read_and_drained():
     data = b"x" * 3_000_000
-    r = oci.HashingReader(io.BytesIO(data))
+    r = img.HashingReader(io.BytesIO(data))
     assert r.read(10) == b"x" * 10
     r.drain()
     assert r.size == len(data)
@@ -62,7 +62,7 @@ def test_hashing_reader_hashes_everything_read_and_drained():
     ],
 )
 def test_clean_name(name, expected):
-    assert oci.clean_name(name) == expected
+    assert img.clean_name(name) == expected
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_clean_name(name, expected):
     ],
 )
 def test_symlink_escapes(rel, target, escapes):
-    assert oci.symlink_escapes(rel, target) is escapes
+    assert img.symlink_escapes(rel, target) is escapes
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_symlink_escapes(rel, target, escapes):
     ],
 )
 def test_whiteout_target(rel, expected):
-    assert oci.whiteout_target(rel) == expected
+    assert img.whiteout_target(rel) == expected
 
 
 def member(name, kind=tarfile.REGTYPE, mode=0o644, linkname="", major=0, minor=0, pax=None):
@@ -127,7 +127,7 @@ def member(name, kind=tarfile.REGTYPE, mode=0o644, linkname="", major=0, minor=0
     ],
 )
 def test_member_problem_refuses(ti, allow_setuid, fragment):
-    problem = oci.member_problem(ti, allow_setuid=allow_setuid)
+    problem = img.member_problem(ti, allow_setuid=allow_setuid)
     assert problem is not None and fragment in problem
 
 
@@ -147,24 +147,24 @@ def test_member_problem_refuses(ti, allow_setuid, fragment):
     ],
 )
 def test_member_problem_accepts(ti, allow_setuid):
-    assert oci.member_problem(ti, allow_setuid=allow_setuid) is None
+    assert img.member_problem(ti, allow_setuid=allow_setuid) is None
 
 
 def test_clamp_mtime():
-    assert oci.clamp_mtime(5_000_000_000, None) == 5_000_000_000
-    assert oci.clamp_mtime(5_000_000_000, 3) == 3_000_000_000
-    assert oci.clamp_mtime(2_000_000_000, 3) == 2_000_000_000
+    assert img.clamp_mtime(5_000_000_000, None) == 5_000_000_000
+    assert img.clamp_mtime(5_000_000_000, 3) == 3_000_000_000
+    assert img.clamp_mtime(2_000_000_000, 3) == 2_000_000_000
 
 
 def test_normalise_tarinfo_clamps_and_drops_names():
     ti = member("f", pax={"mtime": "1700000000.123456789", "atime": "1", "SCHILY.xattr.user.a": "b"})
     ti.uname, ti.gname = "root", "root"
     ti.mtime = 1700000000
-    out = oci.normalise_tarinfo(ti, 1000)
+    out = img.normalise_tarinfo(ti, 1000)
     assert (out.uname, out.gname) == ("", "")
     assert out.mtime == 1000
     assert out.pax_headers == {"SCHILY.xattr.user.a": "b", "mtime": "1000.000000000"}
-    kept = oci.normalise_tarinfo(member("g", pax={"mtime": "5.5"}), None)
+    kept = img.normalise_tarinfo(member("g", pax={"mtime": "5.5"}), None)
     assert kept.pax_headers == {"mtime": "5.5"}
 
 
@@ -178,7 +178,7 @@ def blob(tmp_path, name, payload: bytes, compress=False):
     data = gzip.compress(tar, mtime=0) if compress else tar
     p = tmp_path / (name + (".tgz" if compress else ".tar"))
     p.write_bytes(data)
-    return oci.LayerBlob(str(p), oci.sha256_of(data), oci.sha256_of(tar), len(data), gzip=compress)
+    return img.LayerBlob(str(p), img.sha256_of(data), img.sha256_of(tar), len(data), gzip=compress)
 
 
 def read_archive(data: bytes) -> dict[str, bytes]:
@@ -194,39 +194,39 @@ def test_image_archive_is_a_docker_and_oci_image(tmp_path):
     base = blob(tmp_path, "base", b"base\n")
     top = blob(tmp_path, "top", b"top\n", compress=True)
     out = io.BytesIO()
-    ident = oci.write_image_archive(out, [base, top], repo_tag="overlayfs/kiosk:2", cmd=["/bin/sh"])
+    ident = img.write_image_archive(out, [base, top], repo_tag="overlayfs/kiosk:2", cmd=["/bin/sh"])
     files = read_archive(out.getvalue())
     manifest = json.loads(files["manifest.json"])
     assert manifest[0]["RepoTags"] == ["overlayfs/kiosk:2"]
-    assert manifest[0]["Layers"] == ["blobs/sha256/" + oci.digest_hex(b.digest) for b in (base, top)]
+    assert manifest[0]["Layers"] == ["blobs/sha256/" + img.digest_hex(b.digest) for b in (base, top)]
     config_bytes = files[manifest[0]["Config"]]
-    assert oci.sha256_of(config_bytes) == ident["image_id"]
+    assert img.sha256_of(config_bytes) == ident["image_id"]
     config = json.loads(config_bytes)
     assert config["rootfs"] == {"type": "layers", "diff_ids": [base.diff_id, top.diff_id]}
     assert config["config"] == {"Cmd": ["/bin/sh"]}
     # every blob is stored under its own digest
     for name, data in files.items():
         if name.startswith("blobs/sha256/"):
-            assert oci.sha256_of(data) == "sha256:" + name.rpartition("/")[2]
+            assert img.sha256_of(data) == "sha256:" + name.rpartition("/")[2]
     index = json.loads(files["index.json"])
-    oci_manifest = json.loads(files["blobs/sha256/" + oci.digest_hex(index["manifests"][0]["digest"])])
-    assert [layer["mediaType"] for layer in oci_manifest["layers"]] == [oci.MEDIA_LAYER_TAR, oci.MEDIA_LAYER_GZIP]
+    oci_manifest = json.loads(files["blobs/sha256/" + img.digest_hex(index["manifests"][0]["digest"])])
+    assert [layer["mediaType"] for layer in oci_manifest["layers"]] == [img.MEDIA_LAYER_TAR, img.MEDIA_LAYER_GZIP]
     assert json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
 
 
 def test_image_archive_is_reproducible_and_stores_a_repeated_blob_once(tmp_path):
     base = blob(tmp_path, "base", b"base\n")
     a, b = io.BytesIO(), io.BytesIO()
-    oci.write_image_archive(a, [base, base], repo_tag="x:1")
-    oci.write_image_archive(b, [base, base], repo_tag="x:1")
+    img.write_image_archive(a, [base, base], repo_tag="x:1")
+    img.write_image_archive(b, [base, base], repo_tag="x:1")
     assert a.getvalue() == b.getvalue()
     names = tarfile.open(fileobj=io.BytesIO(a.getvalue())).getnames()
-    assert names.count("blobs/sha256/" + oci.digest_hex(base.digest)) == 1
+    assert names.count("blobs/sha256/" + img.digest_hex(base.digest)) == 1
 
 
 def test_image_archive_needs_a_layer():
-    with pytest.raises(oci.LayerError):
-        oci.write_image_archive(io.BytesIO(), [], repo_tag="x:1")
+    with pytest.raises(img.LayerError):
+        img.write_image_archive(io.BytesIO(), [], repo_tag="x:1")
 
 
 @pytest.mark.parametrize(
@@ -234,18 +234,18 @@ def test_image_archive_needs_a_layer():
 )
 def test_check_repo_tag(tag, ok):
     if ok:
-        assert oci.check_repo_tag(tag, "image_tag") == tag
+        assert img.check_repo_tag(tag, "image_tag") == tag
     else:
-        with pytest.raises(oci.LayerError):
-            oci.check_repo_tag(tag, "image_tag")
+        with pytest.raises(img.LayerError):
+            img.check_repo_tag(tag, "image_tag")
 
 
 def test_layer_record_round_trip():
-    raw = oci.layer_record("sha256:" + HEX, "sha256:" + "b" * 64)
-    assert oci.parse_layer_record(raw) == {"digest": "sha256:" + HEX, "diff_id": "sha256:" + "b" * 64}
-    assert oci.parse_layer_record(b"not json") is None
-    assert oci.parse_layer_record(b'{"digest": "x"}') is None
-    assert oci.parse_layer_record(None) is None
+    raw = img.layer_record("sha256:" + HEX, "sha256:" + "b" * 64)
+    assert img.parse_layer_record(raw) == {"digest": "sha256:" + HEX, "diff_id": "sha256:" + "b" * 64}
+    assert img.parse_layer_record(b"not json") is None
+    assert img.parse_layer_record(b'{"digest": "x"}') is None
+    assert img.parse_layer_record(None) is None
 
 
 @pytest.mark.parametrize(
@@ -260,4 +260,4 @@ def test_layer_record_round_trip():
 def test_mtime_ns_exact(pax, mtime, expected):
     ti = member("f", pax=pax)
     ti.mtime = mtime
-    assert oci.mtime_ns(ti) == expected
+    assert img.mtime_ns(ti) == expected

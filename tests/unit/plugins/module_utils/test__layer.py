@@ -20,8 +20,8 @@ import tarfile
 
 import pytest
 
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as img
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _layer as lay
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as oci
 from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import parse_mountinfo
 
 MTIME_NS = 1_700_000_000_123_456_789
@@ -60,7 +60,7 @@ def write(tmp_path, entries, compress=False, name="layer.tar"):
     blob = gzip.compress(data, mtime=0) if compress else data
     p = tmp_path / name
     p.write_bytes(blob)
-    return str(p), oci.sha256_of(blob), oci.sha256_of(data)
+    return str(p), img.sha256_of(blob), img.sha256_of(data)
 
 
 def kiosk_change():
@@ -135,7 +135,7 @@ def test_gzip_digest_and_diff_id_differ_and_both_verify(tmp_path, parent):
 @pytest.mark.parametrize("param", ["digest", "diff_id"])
 def test_digest_mismatch_leaves_nothing(tmp_path, parent, param):
     src, dummy, dummy2 = write(tmp_path, kiosk_change(), compress=True)
-    with pytest.raises(oci.LayerError) as info:
+    with pytest.raises(img.LayerError) as info:
         lay.import_layer(src, str(parent / "x"), **{param: "sha256:" + "0" * 64})
     assert info.value.param == param and "nothing was imported" in str(info.value)
     assert os.listdir(parent) == []
@@ -165,7 +165,7 @@ def test_hostile_archive_refused_with_nothing_left(tmp_path, parent, name, dry):
     # good content first, so a half-unpacked directory would exist if the refusal came late
     src, dummy, dummy2 = write(tmp_path, [entry("ok", "fine\n")] + HOSTILE[name])
     outside = set(os.listdir(tmp_path))
-    with pytest.raises(oci.LayerError) as info:
+    with pytest.raises(img.LayerError) as info:
         lay.import_layer(src, str(parent / "x"), dry=dry)
     assert info.value.param == "src"
     assert os.listdir(parent) == []
@@ -182,10 +182,10 @@ def test_setuid_allowed_when_asked(tmp_path, parent):
 def test_garbage_and_zstd_refused(tmp_path, parent):
     p = tmp_path / "junk"
     p.write_bytes(gzip.compress(b"not a tar at all" * 100))
-    with pytest.raises(oci.LayerError, match="not a readable layer tar"):
+    with pytest.raises(img.LayerError, match="not a readable layer tar"):
         lay.import_layer(str(p), str(parent / "x"))
     p.write_bytes(lay.ZSTD_MAGIC + b"\0" * 100)
-    with pytest.raises(oci.LayerError, match="zstd"):
+    with pytest.raises(img.LayerError, match="zstd"):
         lay.import_layer(str(p), str(parent / "x"))
     assert os.listdir(parent) == []
 

@@ -19,7 +19,7 @@ from functools import partial
 import pytest
 from fakehost import expect_failed, expect_ok
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as oci
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as img
 from ansible_collections.overlayfs.systemd.plugins.modules import layer as mod
 from ansible_collections.overlayfs.systemd.plugins.modules import mount as mount_mod
 
@@ -52,7 +52,7 @@ def archive(host):
     os.makedirs(os.path.dirname(p))
     with open(p, "wb") as fh:
         fh.write(data)
-    return p, oci.sha256_of(data), oci.sha256_of(tar_of(CHANGE))
+    return p, img.sha256_of(data), img.sha256_of(tar_of(CHANGE))
 
 
 def layer_path(host, name="k2"):
