@@ -149,29 +149,23 @@ class HashingReader(io.RawIOBase):
         return "sha256:" + self._hash.hexdigest()
 
 
-class HashingWriter(io.RawIOBase):
-    """A write-only stream that hashes (sha256) and counts every byte written through it to ``raw``."""
+class HashingWriter:
+    """A write-only sink that hashes (sha256) and counts every byte it forwards to ``raw`` (never closes it)."""
 
     def __init__(self, raw: Any) -> None:
-        super().__init__()
         self._raw = raw
         self._hash = hashlib.sha256()
         self.size = 0
 
-    def writable(self) -> bool:
-        return True
-
     def write(self, b: Any) -> int:
-        data = bytes(b)
-        self._raw.write(data)
-        self._hash.update(data)
-        self.size += len(data)
-        return len(data)
+        self._raw.write(b)
+        self._hash.update(b)
+        n = len(memoryview(b))
+        self.size += n
+        return n
 
-    def close(self) -> None:
-        if not self.closed:
-            self._raw.close()
-        super().close()
+    def flush(self) -> None:
+        self._raw.flush()
 
     @property
     def digest(self) -> str:

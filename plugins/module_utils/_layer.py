@@ -566,17 +566,15 @@ def ensure_absent(path: str, *, check_mode: bool) -> Step:
 
 def blob_from_dir(layer_dir: str, out_path: str, *, compression: str = "none") -> img.LayerBlob:
     """Write layer directory ``layer_dir`` (whiteouts, opaque dirs) as an OCI layer tar at ``out_path``."""
-    raw = img.HashingWriter(open(out_path, "xb"))
-    try:
+    with open(out_path, "xb") as fh:
+        raw = img.HashingWriter(fh)
         if compression == "gzip":
-            tar_hash = img.HashingWriter(gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0))
-            write_oci_layer(layer_dir, tar_hash)  # type: ignore[arg-type]
-            tar_hash.close()
+            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:  # type: ignore[arg-type]
+                tar_hash = img.HashingWriter(gz)
+                write_oci_layer(layer_dir, tar_hash)  # type: ignore[arg-type]
         else:
             tar_hash = raw
             write_oci_layer(layer_dir, raw)  # type: ignore[arg-type]
-    finally:
-        raw.close()
     return img.LayerBlob(out_path, raw.digest, tar_hash.digest, raw.size, gzip=compression == "gzip")
 
 

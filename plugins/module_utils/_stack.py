@@ -224,7 +224,8 @@ def count_upper(root: str) -> dict[str, int]:
 def stack_upper(upper: str, dest: str) -> tuple[str, dict[str, int]]:
     """Make the (unmounted) upper directory the new layer ``dest``; returns ("rename"|"copy", counts).
 
-    ``dest`` must not exist. A rename leaves no ``upper`` behind (the caller
+    ``dest`` must not exist or be an empty directory (rename(2) replaces
+    it). A rename leaves no ``upper`` behind (the caller
     creates the new empty one); a copy leaves ``upper`` as it was. The copy
     goes to a hidden sibling of ``dest`` and is renamed when complete.
     """
