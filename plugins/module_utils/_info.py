@@ -23,20 +23,27 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import (
-    ALLOWED_FLAGS,
-    VERIFIED_FLAGS,
-    MountInfo,
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
+    MountInfo,
     OverlayOptions,
-    is_managed,
-    managed_keys,
     mount_at,
     mount_containing,
     parse_overlay_options,
     split_unescaped,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
     unit_name,
-    unit_section,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
+    ALLOWED_FLAGS,
+    VERIFIED_FLAGS,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
+    is_managed,
+    parse_unit,
 )
 
 #: The systemd properties the report reads, in one ``systemctl show`` call.
@@ -78,18 +85,6 @@ class DeclaredOverlay:
         return {k: v for k, v in self.layers.options.items() if k not in ALLOWED_FLAGS}
 
 
-def section_keys(text: str | None, section: str) -> dict[str, str]:
-    """``Key=value`` assignments of one unit-file section (the last one wins; ``%%`` undone)."""
-    keys: dict[str, str] = {}
-    for line in (unit_section(text, section) or "").splitlines():
-        s = line.strip()
-        if not s or s.startswith(("#", ";")) or "=" not in s:
-            continue
-        key, dummy, value = s.partition("=")
-        keys[key.strip()] = value.strip().replace("%%", "%")
-    return keys
-
-
 def parse_unit_options(value: str) -> OverlayOptions:
     """Parse an overlay ``Options=`` value as written in a unit file.
 
@@ -118,7 +113,7 @@ def declared_overlays(unit_files: Mapping[str, str]) -> dict[str, DeclaredOverla
         text = unit_files[name]
         if not is_managed(text):
             continue
-        keys = managed_keys(text)
+        keys = parse_unit(text).managed
         oid = keys.get("Id", "")
         if keys.get("Role", "overlay") == "overlay" and name.endswith(".mount"):
             overlays[name] = (oid, keys)
@@ -126,7 +121,7 @@ def declared_overlays(unit_files: Mapping[str, str]) -> dict[str, DeclaredOverla
             by_id.setdefault(oid, []).append(name)
     result: dict[str, DeclaredOverlay] = {}
     for name, (oid, keys) in overlays.items():
-        mount = section_keys(unit_files[name], "Mount")
+        mount = parse_unit(unit_files[name]).values("Mount")
         problems: list[str] = []
         path = keys.get("Path") or mount.get("Where") or ""
         if not path.startswith("/"):

@@ -433,12 +433,12 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import (
+from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import converge
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import ModuleFailure
+from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     ARGUMENT_SPEC,
     REQUIRED_IF,
     REQUIRED_TOGETHER,
-    ConvergeError,
-    converge,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
 
@@ -452,7 +452,7 @@ def main() -> None:
     )
     try:
         result = converge(module, Systemd(module), module.params)
-    except ConvergeError as exc:
+    except ModuleFailure as exc:
         module.fail_json(msg=exc.msg, **exc.result)
     module.exit_json(**result)
 
