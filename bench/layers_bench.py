@@ -21,10 +21,10 @@ the same run:
   unmounted, the upper renamed to the new layer (same file system) and the
   overlay mounted on ``dest:base`` with a fresh upper; and the copy path
   (dest on another file system, a tmpfs here): a copy of the upper only;
-- the old full copy (``_upper.copy_tree`` of the merged view plus
-  ``_upper.mask_lowers``), which ``squash: true`` still does (without the
+- the old full copy (``_layercopy.copy_tree`` of the merged view plus
+  ``_layercopy.mask_lowers``), which ``squash: true`` still does (without the
   masks), against ``cp -a`` of the merged view;
-- ``exported`` (``_upper.write_oci_layer``) against ``tar --xattrs -cf`` of
+- ``exported`` (``_oci.write_oci_layer``) against ``tar --xattrs -cf`` of
   the upper;
 - the disk use of each dest (``du -sk``) against the upper's.
 """
@@ -97,8 +97,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("run as root: the benchmark mounts an overlay", file=sys.stderr)
         return 2
-    up = import_upper()
-    from ansible_collections.overlayfs.systemd.plugins.module_utils import _stack  # noqa: PLC0415
+    import_upper()  # puts this checkout on sys.path as the collection
+    from ansible_collections.overlayfs.systemd.plugins.module_utils import _layercopy, _oci, _stack  # noqa: PLC0415
 
     base = args.dir
     mounts = scratch(base)
@@ -138,22 +138,24 @@ def main() -> int:
     copy_kib = du_kib(other + "/k2-copy")
 
     def full_copy() -> None:
-        up.copy_tree(merged, base + "/full")
-        up.mask_lowers(base + "/full", [lower])
+        _layercopy.copy_tree(merged, base + "/full")
+        _layercopy.mask_lowers(base + "/full", [lower])
 
     t_full = timed("old commit: copy_tree(merged) + mask_lowers", full_copy, False)
     full_kib = du_kib(base + "/full")
     shutil.rmtree(base + "/full")
-    t_squash = timed("squash: _upper.copy_tree(merged)", lambda: up.copy_tree(merged, base + "/squash"), False)
+    t_squash = timed(
+        "squash: _layercopy.copy_tree(merged)", lambda: _layercopy.copy_tree(merged, base + "/squash"), False
+    )
     t_cp_merged = timed("reference: cp -a merged", lambda: run(["cp", "-a", merged, base + "/ref-merged"]), False)
     shutil.rmtree(base + "/squash")
     shutil.rmtree(base + "/ref-merged")
 
     def export() -> None:
         with open(base + "/ours.tar", "wb") as fh:
-            up.write_oci_layer(upper, fh, "none")
+            _oci.write_oci_layer(upper, fh, "none")
 
-    t_export = timed("exported: _upper.write_oci_layer(upper)", export, False)
+    t_export = timed("exported: _oci.write_oci_layer(upper)", export, False)
     t_tar = timed(
         "reference: tar --xattrs -cf upper",
         lambda: run(["tar", "--xattrs", "-cf", base + "/ref.tar", "-C", upper, "."]),

@@ -41,16 +41,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _names
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as img
 from ansible_collections.overlayfs.systemd.plugins.module_utils._info import declared_overlays
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import (
+from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
     MountInfo,
-    is_within,
     mount_containing,
     parse_overlay_options,
 )
-from ansible_collections.overlayfs.systemd.plugins.module_utils._upper import write_oci_layer
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import is_within
+from ansible_collections.overlayfs.systemd.plugins.module_utils._oci import write_oci_layer
 
 #: Where a layer directory records the archive it came from (root-only namespace).
 RECORD_XATTR = "trusted.overlayfs-systemd.layer"
@@ -470,22 +470,6 @@ def record_text(record: Mapping[str, Any] | None) -> str:
     return "".join("%s: %s\n" % (k, record[k]) for k in sorted(record))
 
 
-def unit_files(unit_dir: str) -> dict[str, str]:
-    """Text of the regular ``.mount`` and ``.service`` files in ``unit_dir`` (symlinks such as masks skipped)."""
-    files: dict[str, str] = {}
-    try:
-        names = sorted(os.listdir(unit_dir))
-    except FileNotFoundError:
-        return files
-    for name in names:
-        full = os.path.join(unit_dir, name)
-        if name.endswith((".mount", ".service")) and not os.path.islink(full) and os.path.isfile(full):
-            text = conv.read_text(full)
-            if text is not None:
-                files[name] = text
-    return files
-
-
 def _check_parent(path: str, check_mode: bool) -> None:
     parent = os.path.dirname(path)
     existing = parent
@@ -523,7 +507,7 @@ def ensure_present(
             % (path, record.get("digest"), wanted_digest or wanted_diff_id),
             "path",
         )
-    problem = placement_problem(path, conv.read_mounts())
+    problem = placement_problem(path, _host.read_mounts())
     if problem is not None:
         raise img.LayerError(problem, "path")
     _check_parent(path, check_mode)
@@ -545,7 +529,7 @@ def ensure_absent(path: str, *, check_mode: bool) -> Step:
             % (path, RECORD_XATTR),
             "path",
         )
-    users = layer_users(path, unit_files(conv.UNIT_DIR), conv.read_mounts())
+    users = layer_users(path, _host.unit_files(_names.ROOTS.unit_dir), _host.read_mounts())
     if users:
         names = ", ".join("%s (%s, %s)" % (u["unit"] or "mounted at " + u["path"], u["path"], u["as"]) for u in users)
         raise img.LayerError(
@@ -564,22 +548,25 @@ def ensure_absent(path: str, *, check_mode: bool) -> Step:
 # ---------------------------------------------------------------------------
 
 
-def blob_from_dir(layer_dir: str, out_path: str, *, compression: str = "none") -> img.LayerBlob:
+def blob_from_dir(
+    layer_dir: str, out_path: str, *, compression: str = "none", epoch: int | None = None
+) -> img.LayerBlob:
     """Write layer directory ``layer_dir`` (whiteouts, opaque dirs) as an OCI layer tar at ``out_path``."""
     with open(out_path, "xb") as fh:
         raw = img.HashingWriter(fh)
-        if compression == "gzip":
-            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:  # type: ignore[arg-type]
-                tar_hash = img.HashingWriter(gz)
-                write_oci_layer(layer_dir, tar_hash)  # type: ignore[arg-type]
-        else:
-            tar_hash = raw
-            write_oci_layer(layer_dir, raw)  # type: ignore[arg-type]
-    return img.LayerBlob(out_path, raw.digest, tar_hash.digest, raw.size, gzip=compression == "gzip")
+        stats = write_oci_layer(layer_dir, raw, compression, epoch)  # type: ignore[arg-type]
+        os.fsync(fh.fileno())
+    return img.LayerBlob(out_path, raw.digest, stats.diff_id, raw.size, gzip=compression == "gzip")
 
 
 def write_stack_image(
-    layer_dirs: Sequence[str], out: BinaryIO, scratch: str, *, repo_tag: str, compression: str = "none"
+    layer_dirs: Sequence[str],
+    out: BinaryIO,
+    scratch: str,
+    *,
+    repo_tag: str,
+    compression: str = "none",
+    epoch: int | None = None,
 ) -> dict[str, Any]:
     """Write ``layer_dirs`` (bottom first: the lowest lower ... the upper) as one image archive to ``out``.
 
@@ -588,7 +575,8 @@ def write_stack_image(
     blobs = []
     try:
         for i, d in enumerate(layer_dirs):
-            blobs.append(blob_from_dir(d, os.path.join(scratch, "layer-%03d.tar" % i), compression=compression))
+            out_path = os.path.join(scratch, "layer-%03d.tar" % i)
+            blobs.append(blob_from_dir(d, out_path, compression=compression, epoch=epoch))
         return img.write_image_archive(out, blobs, repo_tag=repo_tag)
     finally:
         for b in blobs:

@@ -29,13 +29,9 @@ import stat
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import MountInfo, mount_containing
-from ansible_collections.overlayfs.systemd.plugins.module_utils._upper import (
-    UpperError,
-    _copy_data,
-    _open_source,
-    read_xattrs,
-)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._layercopy import copy_entry
+from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import MountInfo, mount_containing
+from ansible_collections.overlayfs.systemd.plugins.module_utils._upper import UpperError, read_xattrs
 
 #: Overlay xattrs that describe the upper's relation to its old lowers or to
 #: the overlay instance (Documentation/filesystems/overlayfs.rst): copy-up
@@ -167,26 +163,12 @@ def copy_upper(upper: str, dest: str) -> dict[str, int]:
             os.link(links[key], dp, follow_symlinks=False)
             stats["hardlinks"] += 1
             continue
+        kind = copy_entry(p, dp, st, fsync=True)
+        if kind == "specials" and stat.S_ISCHR(mode) and st.st_rdev == 0:
+            kind = "whiteouts"
+        stats[kind] += 1
         if stat.S_ISREG(mode):
-            sfd = _open_source(p)
-            try:
-                dfd = os.open(dp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                try:
-                    _copy_data(sfd, dfd)
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
-            finally:
-                os.close(sfd)
-            stats["files"] += 1
             stats["bytes"] += st.st_size
-        elif stat.S_ISLNK(mode):
-            os.symlink(os.readlink(p), dp)
-            stats["symlinks"] += 1
-        else:
-            os.mknod(dp, stat.S_IFMT(mode) | 0o600, st.st_rdev)
-            is_whiteout = stat.S_ISCHR(mode) and st.st_rdev == 0
-            stats["whiteouts" if is_whiteout else "specials"] += 1
         stats["dropped_xattrs"] += _metadata(st, xa, dp)
         if st.st_nlink > 1:
             links[key] = dp

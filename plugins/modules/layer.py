@@ -184,7 +184,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as img
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _layer as lay
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import OverlayError, normalize_path
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import OverlayError
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import normalize_path
 
 ARGUMENT_SPEC: dict[str, Any] = dict(
     path=dict(type="path", required=True),

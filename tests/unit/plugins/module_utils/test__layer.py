@@ -22,7 +22,7 @@ import pytest
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as img
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _layer as lay
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import parse_mountinfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import parse_mountinfo
 
 MTIME_NS = 1_700_000_000_123_456_789
 

@@ -20,7 +20,7 @@ import subprocess
 import pytest
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _stack as stk
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import parse_mountinfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import parse_mountinfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils._upper import UpperError, read_xattrs
 
 

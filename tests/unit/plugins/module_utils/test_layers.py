@@ -16,10 +16,10 @@ MODULE_UTILS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "
 PURE = {"_errors", "_names", "_mountinfo", "_spec", "_units", "_plan", "_facts", "_preflight", "_info"}
 #: The host: files, /proc and the unit directory (_host); systemctl and mount (_systemd).
 HOST = {"_host", "_systemd"}
-#: An upper layer's files: inspection, OCI export, copying (paths as arguments).
-LAYER_FILES = {"_upper", "_oci", "_layercopy"}
+#: Layer files: inspection, OCI export and image archives, copying, stacking (paths as arguments).
+LAYER_FILES = {"_upper", "_oci", "_layercopy", "_image", "_stack"}
 #: The phases the modules run: they may use everything below them.
-PHASES = {"_converge", "_bulk", "_upper_states"}
+PHASES = {"_converge", "_bulk", "_upper_states", "_layer"}
 
 MAY_IMPORT = {
     **{m: PURE for m in PURE},
