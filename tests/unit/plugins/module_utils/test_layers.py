@@ -17,7 +17,7 @@ PURE = {"_errors", "_names", "_mountinfo", "_spec", "_units", "_plan", "_facts",
 #: The host: files, /proc and the unit directory (_host); systemctl and mount (_systemd).
 HOST = {"_host", "_systemd"}
 #: Layer files: inspection, OCI export and image archives, copying, stacking (paths as arguments).
-LAYER_FILES = {"_upper", "_oci", "_layercopy", "_image", "_stack"}
+LAYER_FILES = {"_upper", "_oci", "_layercopy", "_image", "_stack", "_unpack"}
 #: The phases the modules run: they may use everything below them.
 PHASES = {"_converge", "_bulk", "_upper_states", "_layer"}
 
