@@ -23,6 +23,7 @@ a lower. Only the overlay's bookkeeping xattrs must not travel (see
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -214,9 +215,16 @@ def stack_upper(upper: str, dest: str) -> tuple[str, dict[str, int]]:
     check_upper(upper)
     if same_filesystem(upper, dest):
         counts = count_upper(upper)
-        os.rename(upper, dest)
-        counts["dropped_xattrs"] = strip_bookkeeping(dest)
-        return "rename", counts
+        try:
+            os.rename(upper, dest)
+        except OSError as exc:
+            # Two bind mounts of one file system (two volumes of a container) share st_dev
+            # but not a mount: rename(2) says EXDEV, and the upper is copied instead.
+            if exc.errno != errno.EXDEV:
+                raise
+        else:
+            counts["dropped_xattrs"] = strip_bookkeeping(dest)
+            return "rename", counts
     parent, base = os.path.split(dest)
     tmp = os.path.join(parent, ".%s.overlayfs-stack-%d" % (base, os.getpid()))
     try:

@@ -12,6 +12,7 @@ upper: the manifest must be the same.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -190,3 +191,22 @@ def test_dest_on_an_overlay_is_refused_with_the_fix():
 )
 def test_travels(name, kept):
     assert stk.travels(name) is kept
+
+
+def test_rename_across_mounts_of_one_file_system_falls_back_to_a_copy(tmp_path, monkeypatch):
+    """Two bind mounts of one file system share st_dev, but rename(2) between them says EXDEV."""
+    upper = tmp_path / "upper"
+    (upper / "etc").mkdir(parents=True)
+    (upper / "etc" / "motd").write_text("v2\n")
+    os.mknod(upper / "etc" / "gone", stat.S_IFCHR, os.makedev(0, 0))
+    real_rename = os.rename
+
+    def rename(src, dst, *a, **kw):
+        if os.fspath(src) == str(upper):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_rename(src, dst, *a, **kw)
+
+    monkeypatch.setattr(stk.os, "rename", rename)
+    how, counts = stk.stack_upper(str(upper), str(tmp_path / "k2"))
+    assert how == "copy" and counts["files"] == 1 and counts["whiteouts"] == 1
+    assert (tmp_path / "k2" / "etc" / "motd").read_text() == "v2\n" and upper.is_dir()
