@@ -95,6 +95,26 @@ def build_tree(merged: str, lower: str, files: int, total: int) -> tuple[int, in
     return files, written
 
 
+def scratch(base: str) -> list[str] | None:
+    """Create the scratch directory ``base``; returns the list of mounts unmounted (then ``base`` removed) at exit.
+
+    None (after a message) when ``base`` already exists.
+    """
+    if os.path.lexists(base):
+        print("%s exists; remove it or give --dir" % base, file=sys.stderr)
+        return None
+    os.makedirs(base)
+    mounts: list[str] = []
+
+    def cleanup() -> None:
+        for m in reversed(mounts):
+            subprocess.run(["umount", m], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+    atexit.register(cleanup)
+    return mounts
+
+
 def timed(label: str, fn, cold: bool) -> float:
     drop_caches(cold)
     t0 = time.monotonic()
@@ -118,18 +138,9 @@ def main() -> int:
         return 2
     up = import_upper()
     base = args.dir
-    if os.path.lexists(base):
-        print("%s exists; remove it or give --dir" % base, file=sys.stderr)
+    mounts = scratch(base)
+    if mounts is None:
         return 2
-    os.makedirs(base)
-    mounts: list[str] = []
-
-    def cleanup() -> None:
-        for m in reversed(mounts):
-            subprocess.run(["umount", m], check=False)
-        shutil.rmtree(base, ignore_errors=True)
-
-    atexit.register(cleanup)
     if args.tmpfs:
         run(["mount", "-t", "tmpfs", "-o", "size=%dM,mode=0700" % (args.size_mib * 6 + 512), "tmpfs", base])
         mounts.append(base)

@@ -90,6 +90,33 @@ def copy_metadata(src_st: os.stat_result, xattrs: Mapping[str, bytes], dest: str
     os.utime(dest, ns=(src_st.st_atime_ns, src_st.st_mtime_ns), follow_symlinks=False)
 
 
+def copy_entry(src: str, dest: str, st: os.stat_result, *, fsync: bool = False) -> str:
+    """Create the non-directory ``dest`` like ``src`` (content, link target or device; no metadata yet).
+
+    Returns what it was: ``files``, ``symlinks`` or ``specials``. With
+    ``fsync``, a file's data is synced before it is closed.
+    """
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        sfd = _open_source(src)
+        try:
+            dfd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                _copy_data(sfd, dfd)
+                if fsync:
+                    os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        finally:
+            os.close(sfd)
+        return "files"
+    if stat.S_ISLNK(mode):
+        os.symlink(os.readlink(src), dest)
+        return "symlinks"
+    os.mknod(dest, stat.S_IFMT(mode) | 0o600, st.st_rdev)
+    return "specials"
+
+
 def copy_tree(src: str, dest: str) -> dict[str, int]:
     """Copy the tree at ``src`` (a merged view) into the new directory ``dest``.
 
@@ -123,24 +150,9 @@ def copy_tree(src: str, dest: str) -> dict[str, int]:
                 os.link(links[key], dp)
                 stats["hardlinks"] += 1
                 continue
+            stats[copy_entry(sp, dp, st)] += 1
             if stat.S_ISREG(mode):
-                sfd = _open_source(sp)
-                try:
-                    dfd = os.open(dp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                    try:
-                        _copy_data(sfd, dfd)
-                    finally:
-                        os.close(dfd)
-                finally:
-                    os.close(sfd)
-                stats["files"] += 1
                 stats["bytes"] += st.st_size
-            elif stat.S_ISLNK(mode):
-                os.symlink(os.readlink(sp), dp)
-                stats["symlinks"] += 1
-            else:
-                os.mknod(dp, stat.S_IFMT(mode) | 0o600, st.st_rdev)
-                stats["specials"] += 1
             copy_metadata(st, read_xattrs(sp), dp)
             if st.st_nlink > 1:
                 links[key] = dp

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as img
 from ansible_collections.overlayfs.systemd.plugins.module_utils._upper import (
     METACOPY,
     OPAQUE_DIR,
@@ -46,6 +47,8 @@ class ExportStats:
     opaque: int = 0
     bytes: int = 0
     skipped: list[str] = field(default_factory=list)
+    #: sha256 of the uncompressed tar (the OCI diff_id).
+    diff_id: str = ""
 
 
 def _pax_time(ns: int) -> str:
@@ -96,8 +99,14 @@ def iter_upper(upper: str) -> Iterable[tuple[str, str, os.stat_result, dict[str,
         stack.extend(reversed(subdirs))
 
 
-def write_oci_layer(upper: str, out: BinaryIO, compression: str = "none") -> ExportStats:
+def write_oci_layer(upper: str, out: BinaryIO, compression: str = "none", epoch: int | None = None) -> ExportStats:
     """Write the upper directory as an OCI image layer tar to the binary stream ``out``.
+
+    Entries come parent first with names sorted, numeric owners only and
+    PAX records in a fixed order, so the same tree always gives the same
+    bytes; with ``epoch`` (seconds) every mtime later than it is clamped
+    to it (SOURCE_DATE_EPOCH style), for the same digest from trees written
+    at different times. The returned stats carry the tar's ``diff_id``.
 
     Whiteouts become ``.wh.<name>`` entries, opaque directories get a
     ``.wh..wh..opq`` entry, hard links within the upper become link entries.
@@ -113,7 +122,8 @@ def write_oci_layer(upper: str, out: BinaryIO, compression: str = "none") -> Exp
         gz = gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0)
         stream = gz  # type: ignore[assignment]
     links: dict[tuple[int, int], str] = {}
-    with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+    tar_hash = img.HashingWriter(stream)
+    with tarfile.open(fileobj=tar_hash, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
         for rel, p, st, xa in iter_upper(upper):
             kind = classify(st.st_mode, st.st_rdev, st.st_size, xa)
             if kind in (REDIRECT_DIR, METACOPY):
@@ -124,18 +134,18 @@ def write_oci_layer(upper: str, out: BinaryIO, compression: str = "none") -> Exp
                     "state",
                 )
             if kind == WHITEOUT:
-                tf.addfile(_marker(oci_whiteout_name(rel), st))
+                tf.addfile(img.normalise_tarinfo(_marker(oci_whiteout_name(rel), st), epoch))
                 stats.whiteouts += 1
                 stats.entries += 1
                 continue
-            ti = tar_info(rel, st, xa)
+            ti = img.normalise_tarinfo(tar_info(rel, st, xa), epoch)
             mode = st.st_mode
             if stat.S_ISDIR(mode):
                 ti.type = tarfile.DIRTYPE
                 tf.addfile(ti)
                 stats.entries += 1
                 if kind == OPAQUE_DIR:
-                    tf.addfile(_marker(oci_opaque_name(rel), st))
+                    tf.addfile(img.normalise_tarinfo(_marker(oci_opaque_name(rel), st), epoch))
                     stats.opaque += 1
                     stats.entries += 1
                 continue
@@ -167,6 +177,7 @@ def write_oci_layer(upper: str, out: BinaryIO, compression: str = "none") -> Exp
             if st.st_nlink > 1:
                 links.setdefault(key, rel)
             stats.entries += 1
+    stats.diff_id = tar_hash.digest
     if gz is not None:
         gz.close()
     return stats

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _errors as er
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _names, _oci, _restarts
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _layer, _names, _oci, _restarts, _stack
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as img
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _layercopy as lc
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _leftovers as leftovers
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _upper as up
@@ -287,7 +289,9 @@ def refuse_redirects(ov: Overlay, verb: str, result: dict[str, Any]) -> None:
 
 
 def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, Any]) -> None:
+    """``committed``: the upper becomes the new top lower (stacked), or the merged view one layer (squash)."""
     p = module.params
+    squash = p["squash"]
     dest = dest_param(p["dest"], result)
     insp = inspect(ov)
     result.update(insp.as_result())
@@ -300,9 +304,13 @@ def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, An
             dict(result, param="dest"),
         )
     check_dest(ov, dest, result)
+    if not squash:
+        problem = _stack.dest_problem(dest, _host.read_mounts())
+        if problem is not None:
+            raise er.ModuleFailure(problem, dict(result, param="dest"))
     if ov.live is None:
         raise er.ModuleFailure(
-            "the overlay at %s is not mounted; committed copies the merged view. Mount it first "
+            "the overlay at %s is not mounted; committed reads the live upper and merged view. Mount it first "
             "(overlayfs.systemd.mount state: mounted)" % ov.path,
             dict(result, param="path"),
         )
@@ -314,7 +322,7 @@ def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, An
         result,
     )
     root = os.lstat(ov.path)
-    new_lowers = [dest] if p["squash"] else [dest] + unit_lowers
+    new_lowers = [dest] if squash else [dest] + unit_lowers
     new_params = dict(
         ov.params,
         lowerdir=new_lowers,
@@ -324,7 +332,7 @@ def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, An
         mode="%04o" % stat.S_IMODE(root.st_mode),
     )
     actions: list[str] = result["actions"]
-    result.update(changed=True, lowerdir=new_lowers)
+    result.update(changed=True, lowerdir=new_lowers, masked=[])
     diffs = [upper_diff(ov, insp)] if module._diff else []
     if module.check_mode:
         try:
@@ -333,43 +341,81 @@ def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, An
             raise er.ModuleFailure(exc.msg, {**result, **exc.result}) from None
         planned = [Action("stop", ov.unit)] + [a for a in prep.plan.actions() if a.kind in ("write", "remove")]
         planned += [Action("daemon_reload"), Action("start", ov.unit)]
-        actions += [Action("copy", dest, ov.path).text] + with_emptying(planned, ov)
+        first = [Action("copy", dest, ov.path).text] if squash else []
+        moved = [] if squash else ["move %s to %s (rename, or copy of the upper only)" % (ov.upperdir, dest)]
+        actions += first + with_emptying(planned, ov, moved)
         if module._diff:
             result["diff"] = diffs + prep.result.get("diff", [])
         result["lowerdir"] = ov.lowers
         return
     refuse_if_in_use(ov, result)
-    parent = os.path.dirname(dest)
     created: list[str] = []
-    partial = lc.aside_name(dest, "partial")
     try:
-        make_dirs_secure(parent, 0o755, 0, 0, created, 0o755)
-        result["copied"] = lc.copy_tree(ov.path, partial)
-        # Stacked on the old lowers, the copy must hide what the merged view no longer shows.
-        result["masked"] = [] if p["squash"] else lc.mask_lowers(partial, unit_lowers)
-        os.rename(partial, dest)
+        make_dirs_secure(os.path.dirname(dest), 0o755, 0, 0, created, 0o755)
+        if squash:
+            squash_copy(ov, dest, result)
+        else:
+            os.mkdir(dest, 0o755)  # an empty placeholder the upper replaces after the stop (rename(2))
     except (OSError, OverlayError) as exc:
-        lc.remove_tree(partial)
         _host.remove_created(created, _host.read_mounts())
         raise er.ModuleFailure(
             "copying %s to %s failed (%s); removed the partial copy, nothing else was changed" % (ov.path, dest, exc),
             dict(result, changed=False, lowerdir=ov.lowers),
         ) from None
-    actions.append(Action("copy", dest, ov.path).text)
     try:
-        unit_diffs = restack(module, sd, ov, new_params, dest, result)
+        unit_diffs = restack(module, sd, ov, new_params, dest, result, stacked=not squash)
     except er.ModuleFailure:
-        lc.remove_tree(dest)
-        _host.remove_created(created, _host.read_mounts())
+        if result.get("method") != "rename":
+            lc.remove_tree(dest)  # the placeholder or a copy; the upper itself is in its place
+        if not os.path.lexists(dest):
+            _host.remove_created(created, _host.read_mounts())
         raise
     if module._diff:
         result["diff"] = diffs + unit_diffs
 
 
+def squash_copy(ov: Overlay, dest: str, result: dict[str, Any]) -> None:
+    """``squash: true``: the whole merged view copied to a hidden sibling of dest, renamed when complete."""
+    partial = lc.aside_name(dest, "partial")
+    try:
+        result["copied"] = lc.copy_tree(ov.path, partial)
+        os.rename(partial, dest)
+    except BaseException:
+        lc.remove_tree(partial)
+        raise
+    result["actions"].append(Action("copy", dest, ov.path).text)
+
+
+def stack_upper(ov: Overlay, dest: str, result: dict[str, Any], asides: list[tuple[str, str]]) -> None:
+    """The stopped overlay's upper becomes ``dest``; an empty upper like the old one's root takes its place.
+
+    ``asides`` gets what ``restore`` needs to undo it: for a rename, the
+    upper's way back from ``dest``; for a copy, the old upper moved aside.
+    """
+    how, counts = _stack.stack_upper(ov.upperdir, dest)
+    result.update(method=how, copied=counts)
+    if how == "copy":
+        asides.append((ov.upperdir, lc.swap_empty(ov.upperdir, "commit", template=dest)))
+        return
+    asides.append((ov.upperdir, dest))
+    os.mkdir(ov.upperdir, 0o700)
+    lc.copy_metadata(os.lstat(dest), up.read_xattrs(dest), ov.upperdir)
+
+
 def restack(
-    module: AnsibleModule, sd: Systemd, ov: Overlay, new_params: dict[str, Any], dest: str, result: dict[str, Any]
+    module: AnsibleModule,
+    sd: Systemd,
+    ov: Overlay,
+    new_params: dict[str, Any],
+    dest: str,
+    result: dict[str, Any],
+    *,
+    stacked: bool,
 ) -> list[dict[str, str]]:
     """Stop, write the units with the new lowers, swap in empty upper/work, start: the mount module's phases.
+
+    ``stacked``: the stopped upper itself becomes ``dest`` (``stack_upper``);
+    otherwise ``dest`` is already the squashed copy.
 
     Returns the unit diffs. On failure the old upper and work come back and
     ``rollback_failure`` restores the old units and mount.
@@ -397,7 +443,10 @@ def restack(
             ensure_unmounted(ov)
         except OverlayError as exc:
             raise conv.ActivationError("stop %s" % ov.unit, exc) from exc
-        asides.append((ov.upperdir, lc.swap_empty(ov.upperdir, "commit", template=dest)))
+        if stacked:
+            stack_upper(ov, dest, result, asides)
+        else:  # squash: dest is a copy of the merged view
+            asides.append((ov.upperdir, lc.swap_empty(ov.upperdir, "commit", template=dest)))
         asides.append((ov.workdir, lc.swap_empty(ov.workdir, "commit")))
         if prep.plan.daemon_reload:
             try:
@@ -410,23 +459,32 @@ def restack(
         act = exc if isinstance(exc, conv.ActivationError) else conv.ActivationError("empty the upper", exc)
         err = conv.rollback_failure(module, sd, prep, act)
         raise er.ModuleFailure(
-            "%s The old upper and work directories were put back; removed %s.%s"
-            % (err.msg, dest, (" Problems: %s" % "; ".join(problems)) if problems else ""),
+            "%s The old upper and work directories were put back%s.%s"
+            % (
+                err.msg,
+                "" if result.get("method") == "rename" else "; removed %s" % dest,
+                (" Problems: %s" % "; ".join(problems)) if problems else "",
+            ),
             {**result, **err.result, "lowerdir": ov.lowers},
         ) from None
-    for pair in asides:
-        lc.remove_tree(pair[1])
+    for _path, aside in asides:
+        if aside != dest:  # a renamed upper is the new layer now
+            lc.remove_tree(aside)
     res = conv.finish(prep)
-    actions += with_emptying([a for a in prep.plan.actions() if a.kind != "create_directory"], ov)
+    moved = ["%s %s to %s" % (result["method"], ov.upperdir, dest)] if stacked else []
+    actions += with_emptying([a for a in prep.plan.actions() if a.kind != "create_directory"], ov, moved)
     result["mounted"] = res["mounted"]
     return list(res.get("diff", []))
 
 
-def with_emptying(actions: list[Action], ov: Overlay) -> list[str]:
-    """The converge actions (as text) with the emptying of upper and work where it happens: before the reload/start."""
+def with_emptying(actions: list[Action], ov: Overlay, before: list[str]) -> list[str]:
+    """The converge actions (as text) with ``before`` and the emptying of upper and work where they happen.
+
+    That is after the stop and the unit files, before the reload/start.
+    """
     at = next((i for i, a in enumerate(actions) if a.kind in ("daemon_reload", "reload", "start")), len(actions))
-    steps = actions[:at] + [Action("empty", ov.upperdir), Action("empty", ov.workdir)] + actions[at:]
-    return [a.text for a in steps]
+    empty = [Action("empty", ov.upperdir).text, Action("empty", ov.workdir).text]
+    return [a.text for a in actions[:at]] + before + empty + [a.text for a in actions[at:]]
 
 
 class HashingWriter:
@@ -460,6 +518,10 @@ def export(module: AnsibleModule, ov: Overlay, result: dict[str, Any]) -> None:
     if not os.path.isdir(parent):
         raise er.ModuleFailure("the directory of dest %s does not exist; create %s first" % (dest, parent), result)
     refuse_redirects(ov, "export", result)
+    tag = None
+    if p["format"] == "image":
+        default_tag = "overlayfs-systemd/%s:latest" % (re.sub(r"[^a-z0-9]+", "-", ov.path.lower()).strip("-") or "root")
+        tag = img.check_repo_tag(p["image_tag"] or default_tag, "image_tag")
     insp = inspect(ov)
     result.update(insp.as_result())
     result["changed"] = True
@@ -470,22 +532,38 @@ def export(module: AnsibleModule, ov: Overlay, result: dict[str, Any]) -> None:
         return
     if not os.path.isdir(ov.upperdir):
         raise er.ModuleFailure("the upper directory %s does not exist (is the tmpfs mounted?)" % ov.upperdir, result)
+    epoch = p["source_date_epoch"]
 
     def write(fd: int) -> tuple[HashingWriter, Any]:
         sink = HashingWriter(fd)
-        return sink, _oci.write_oci_layer(ov.upperdir, sink, p["compression"])
+        if tag is None:
+            return sink, _oci.write_oci_layer(ov.upperdir, sink, p["compression"], epoch)
+        scratch = lc.aside_name(dest, "image")
+        os.mkdir(scratch, 0o700)
+        try:
+            layers = list(reversed(ov.lowers)) + [ov.upperdir]
+            return sink, _layer.write_stack_image(
+                layers, sink, scratch, repo_tag=tag, compression=p["compression"], epoch=epoch
+            )
+        finally:
+            lc.remove_tree(scratch)
 
     try:
         sink, stats = _host.write_file(module=module, path=dest, mode=ARCHIVE_MODE, write=write)
-    except (OSError, up.UpperError) as exc:
+    except (OSError, up.UpperError, img.LayerError) as exc:
         raise er.ModuleFailure("writing %s failed: %s" % (dest, exc), dict(result, changed=False)) from None
+    digest = "sha256:" + sink.sha.hexdigest()
+    if tag is not None:
+        result["image"] = dict(stats, archive_digest=digest, size=sink.size)
+        return
     result["archive"] = {
         "entries": stats.entries,
         "whiteouts": stats.whiteouts,
         "opaque": stats.opaque,
         "bytes": stats.bytes,
         "size": sink.size,
-        "digest": "sha256:" + sink.sha.hexdigest(),
+        "digest": digest,
+        "diff_id": stats.diff_id,
         "skipped": stats.skipped,
     }
 
@@ -510,7 +588,7 @@ def run_state(
         if handler is not inspect_state:
             clean_leftovers(module, ov, result)
         handler(module, sd, ov, result)
-    except up.UpperError as exc:
+    except (up.UpperError, img.LayerError) as exc:
         failure = ModuleFailure(str(exc), dict(result, param=exc.param))
     except (OverlayError, CommandError) as exc:
         failure = ModuleFailure(str(exc), result)

@@ -61,16 +61,21 @@ options:
       - V(discarded) needs O(confirm). It checks that nothing uses the overlay (the processes are named
         otherwise, and nothing is changed), stops it, replaces the upper and work directories with empty ones
         of the same owner and mode, and starts it again if it was mounted. Works for persistent and tmpfs uppers.
-      - V(committed) needs O(confirm) and O(dest), and a mounted overlay. It copies the merged view to O(dest)
-        (no whiteout or C(trusted.overlay.*) xattr of the upper is copied), then stops the overlay, empties its
-        upper and work directories and mounts it again with O(dest) as its top lower layer. Old lower layers are
-        never changed.
-      - Deleted files stay deleted and replaced directories stay replaced. Stacked on the old lowers, a copy
-        alone would let their entries show through again, so O(dest) gets a whiteout (a character device 0/0,
-        the kernel's marker in any layer) for each entry of the old lowers that the merged view no longer shows
-        (RV(masked)). With O(squash=true) nothing is below O(dest) and it holds no marker at all.
+      - V(committed) needs O(confirm) and O(dest), and a mounted overlay. It stops the overlay, makes the
+        upper itself the new top lower layer O(dest), and mounts the overlay again on O(dest) and the old lowers
+        with an empty upper; its cost is the size of the change, not of the image (RV(method)). On the same file
+        system as the upper, O(dest) is the upper renamed (nothing is copied); otherwise (a tmpfs upper) a copy
+        of the upper only, keeping whiteouts, opaque markers, owners, modes, times, xattrs and hard links. The
+        overlay's bookkeeping xattrs (C(trusted.overlay.origin), C(impure), C(nlink), C(upper), C(uuid)) are
+        dropped; C(opaque), C(whiteout) and C(whiteouts) stay. Old lower layers are never changed.
+      - A O(dest) on an overlayfs (for example a container's root) cannot hold the upper's whiteouts; it is
+        refused before anything is copied or stopped. Put it on another file system or use O(squash=true).
+      - With O(squash=true), the whole merged view is copied to O(dest) (no whiteout or C(trusted.overlay.*)
+        xattr), which becomes the only lower layer.
       - V(exported) writes the upper layer as an OCI image layer tar to O(dest) (whiteouts as C(.wh.<name>),
-        opaque directories as C(.wh..wh..opq)). Reading a live upper gives a consistent archive only when
+        opaque directories as C(.wh..wh..opq)) and returns its C(digest) and C(diff_id). With
+        O(format=image), O(dest) is the whole stack (each lower, bottom first, then the upper) as an image
+        archive that C(docker load) accepts. Reading a live upper gives a consistent archive only when
         nothing writes to the overlay meanwhile.
     type: str
     choices: [inspected, discarded, committed, exported]
@@ -79,7 +84,7 @@ options:
     description:
       - With O(state=committed), the directory that becomes the new lower layer. It must not exist (its parent
         directories are created), must be an absolute path outside every layer, the mount point and the tmpfs
-        of the overlay. A lower layer may sit on any file system, also a container's overlay root.
+        of the overlay. Not on an overlayfs unless O(squash=true).
       - With O(state=exported), the archive file. Its directory must exist; an existing file is refused unless
         O(force=true). It must not be inside the overlay or its layers. Written with mode C(0600).
     type: path
@@ -100,6 +105,25 @@ options:
       - With O(state=exported), overwrite an existing O(dest).
     type: bool
     default: false
+  format:
+    description:
+      - With O(state=exported), V(layer) writes the upper as one OCI layer tar; V(image) writes every lower
+        (bottom first) and the upper as the layers of one image archive (C(manifest.json) for C(docker load),
+        and an OCI image layout) tagged O(image_tag).
+    type: str
+    choices: [layer, image]
+    default: layer
+  image_tag:
+    description:
+      - With O(format=image), the C(repository:tag) the image is loaded as. Default
+        C(overlayfs-systemd/<mount point with - for />:latest).
+    type: str
+  source_date_epoch:
+    description:
+      - With O(state=exported), clamp every entry's mtime to at most this many seconds since the epoch
+        (like C(SOURCE_DATE_EPOCH)). Entries are always written sorted with numeric owners, so the same
+        content gives the same C(digest); with this also when its files were written at different times.
+    type: int
   confirm:
     description:
       - Required for O(state=discarded) and O(state=committed) (outside check mode). The name of the overlay's
@@ -313,27 +337,49 @@ dest:
   returned: when O(state) is V(committed) or V(exported)
   type: str
   sample: /var/lib/overlayfs/layers/kiosk-1
+method:
+  description:
+    - How V(committed) made O(dest) from the upper - V(rename) (same file system, nothing copied) or V(copy)
+      (the upper only). Absent with O(squash=true).
+  returned: when O(state=committed) changed something, outside check mode
+  type: str
+  sample: rename
 copied:
-  description: What V(committed) copied into O(dest).
-  returned: when O(state=committed) and something was copied
+  description:
+    - What O(dest) holds - C(files), C(directories), C(symlinks), C(hardlinks), C(specials), C(bytes); for a
+      stacked commit also C(whiteouts), C(opaque) and C(dropped_xattrs) (bookkeeping xattrs removed). With
+      V(rename) nothing was copied; the counts say what moved.
+  returned: when O(state=committed) changed something, outside check mode
   type: dict
-  sample: {files: 120, directories: 14, symlinks: 3, hardlinks: 1, specials: 0, bytes: 1048576}
+  sample: {files: 10, directories: 4, symlinks: 0, hardlinks: 1, whiteouts: 1, opaque: 1, specials: 0,
+    bytes: 40960, dropped_xattrs: 12}
 masked:
   description:
-    - The whiteouts V(committed) put into O(dest) so that entries of the old lowers deleted or replaced in
-      the merged view stay hidden (relative paths). Empty with O(squash=true).
-  returned: when O(state=committed) and something was copied
+    - Kept for compatibility - always empty. A stacked commit needs no extra whiteouts (the upper's own
+      hide what was deleted), a squashed one has nothing below it.
+  returned: when O(state=committed) changed something
   type: list
   elements: str
-  sample: [etc/old.conf, var/cache/app/stale]
+  sample: []
 archive:
   description:
     - What V(exported) wrote - C(entries), C(whiteouts), C(opaque) markers, file C(bytes) read, the archive
-      C(size) and its C(digest) (C(sha256:...) of the file as written, the OCI blob digest).
+      C(size), its C(digest) (C(sha256:...) of the file as written, the OCI blob digest) and C(diff_id)
+      (sha256 of the uncompressed tar; equal to C(digest) without compression).
     - C(skipped) lists sockets, which a tar cannot hold.
   returned: when O(state=exported), outside check mode
   type: dict
-  sample: {entries: 12, whiteouts: 1, opaque: 1, bytes: 4096, size: 20480, digest: "sha256:3f0a...", skipped: []}
+  sample: {entries: 12, whiteouts: 1, opaque: 1, bytes: 4096, size: 20480, digest: "sha256:3f0a...",
+    diff_id: "sha256:3f0a...", skipped: []}
+image:
+  description:
+    - What V(exported) with O(format=image) wrote - C(image_id) (the config digest C(docker images) shows),
+      C(repo_tag), C(layers) bottom first (each C(digest), C(diff_id), C(size)), the C(archive_digest) and
+      C(size) of the archive file.
+  returned: when O(format=image), outside check mode
+  type: dict
+  sample: {image_id: "sha256:9a1c...", repo_tag: "overlayfs-systemd/srv-kiosk:latest", layers: [],
+    archive_digest: "sha256:51d0...", size: 73400320}
 holders:
   description:
     - When V(discarded) or V(committed) refused a busy overlay, the processes using it, each with C(pid),
@@ -394,6 +440,9 @@ ARGUMENT_SPEC: dict[str, Any] = dict(
     squash=dict(type="bool", default=False),
     compression=dict(type="str", choices=list(COMPRESSIONS), default="none"),
     force=dict(type="bool", default=False),
+    format=dict(type="str", choices=["layer", "image"], default="layer"),
+    image_tag=dict(type="str"),
+    source_date_epoch=dict(type="int"),
     confirm=dict(type="str"),
 )
 

@@ -71,10 +71,14 @@ def test_reboot_keeps_the_committed_merged_views(host, reboot):
     assert 'user.origin="changed"' in xattrs
 
 
-def test_new_layers_hold_only_the_needed_whiteouts(host):
-    """No upper internals in the new layers: whiteouts only where the old lower would show through."""
+def test_new_layers_are_the_uppers_without_bookkeeping(host):
+    """The committed layer is the upper as it was: its whiteout and opaque marker, no overlay bookkeeping xattr."""
     for name in OVERLAYS:
         layer = "/srv/persist/layers/%s-1" % name
         devices = host.check_output("cd %s && find . -type c -printf '%%P %%m\\n' | sort", layer)
-        assert devices.splitlines() == ["delete.txt 0", "olddir/a 0", "olddir/sub 0"]
-        assert host.run("getfattr -R -h -d -m '^trusted\\.overlay\\.' %s", layer).stdout == ""
+        assert devices.splitlines() == ["delete.txt 0"]
+        assert host.check_output("getfattr --only-values -n trusted.overlay.opaque %s/olddir", layer) == "y"
+        kept = host.run("getfattr -R -h -d -m '^trusted\\.overlay\\.' --absolute-names %s", layer).stdout
+        assert "trusted.overlay.opaque" in kept
+        for dropped in ("origin", "impure", "nlink", "upper", "uuid"):
+            assert "trusted.overlay.%s=" % dropped not in kept

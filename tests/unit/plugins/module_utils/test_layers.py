@@ -30,10 +30,10 @@ PURE = {
 }
 #: The host: files, /proc and the unit directory (_host); systemctl and mount (_systemd).
 HOST = {"_host", "_systemd", "_readonly_root_host", "_hostlock"}
-#: An upper layer's files: inspection, OCI export, copying (paths as arguments).
-LAYER_FILES = {"_upper", "_oci", "_layercopy"}
+#: Layer files: inspection, OCI export and image archives, copying, stacking (paths as arguments).
+LAYER_FILES = {"_upper", "_oci", "_layercopy", "_image", "_stack", "_unpack"}
 #: The phases the modules run: they may use everything below them.
-PHASES = {"_converge", "_bulk", "_upper_states"}
+PHASES = {"_converge", "_bulk", "_upper_states", "_layer"}
 
 MAY_IMPORT = {
     **{m: PURE for m in PURE},

@@ -11,7 +11,9 @@ written there (whiteouts as real char devices 0/0, opaque xattrs).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import os
 import stat
 import tarfile
@@ -199,26 +201,33 @@ def test_committed(host, app):
     dest = host.path("var/layers/app-1")
     old_unit = host.unit_text(app["unit"])
     args = {"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]}
+    ino = os.lstat(os.path.join(app["upperdir"], "file.txt")).st_ino
     r = ok(args, diff=True)
     lowers = [dest, host.path("opt/app/v2"), host.path("opt/app/base")]
     assert r["changed"] and r["mounted"] and r["lowerdir"] == lowers and r["dest"] == dest
+    # the upper itself is the new layer: renamed (same file system), nothing copied
+    assert r["method"] == "rename" and os.lstat(os.path.join(dest, "file.txt")).st_ino == ino
     assert open(os.path.join(dest, "file.txt")).read() == "base, changed\n"
     assert sorted(os.listdir(dest)) == ["cache", "file.txt", "gone.txt", "new.txt"]
-    # deleted and replaced lower entries are masked by whiteouts in the new layer, nothing else
-    assert r["masked"] == ["cache/old", "gone.txt"]
-    for rel in r["masked"]:
-        st = os.lstat(os.path.join(dest, rel))
-        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-    assert "trusted.overlay.opaque" not in os.listxattr(os.path.join(dest, "cache"))
-    assert os.listdir(app["upperdir"]) == [] and os.listdir(app["workdir"]) == [
-        "work"
-    ]  # made again by the kernel at mount
-    assert r["copied"]["files"] == 3
+    # its own whiteout and opaque marker keep hiding what the merged view dropped: no masks needed
+    assert r["masked"] == []
+    st = os.lstat(os.path.join(dest, "gone.txt"))
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert os.getxattr(os.path.join(dest, "cache"), "trusted.overlay.opaque") == b"y"
+    # the kernel makes work/ again at mount
+    assert os.listdir(app["upperdir"]) == [] and os.listdir(app["workdir"]) == ["work"]
+    assert r["copied"]["files"] == 3 and r["copied"]["whiteouts"] == 1 and r["copied"]["opaque"] == 1
     text = host.unit_text(app["unit"])
     assert "lowerdir=%s:" % dest in text and text != old_unit
     assert [c[0] for c in host.mutating()] == ["stop", "daemon-reload", "start"]
-    assert r["actions"][0] == "copy %s to %s" % (host.path("srv/app"), dest)
-    assert r["actions"].index("empty %s" % app["upperdir"]) < r["actions"].index("start %s" % app["unit"])
+    assert not any(a.startswith("copy ") for a in r["actions"])
+    moved = r["actions"].index("rename %s to %s" % (app["upperdir"], dest))
+    assert (
+        r["actions"].index("stop %s" % app["unit"])
+        < moved
+        < r["actions"].index("empty %s" % app["upperdir"])
+        < r["actions"].index("start %s" % app["unit"])
+    )
     assert r["diff"][0]["before"].startswith("+ cache/fresh") and "v2" in r["diff"][1]["before"]
     live = minfo.mount_at(minfo.parse_mountinfo(host.mountinfo.read_text()), host.path("srv/app"))
     assert minfo.parse_overlay_options(live.super_options).lowerdir == lowers
@@ -236,14 +245,34 @@ def test_committed_squash(host, app):
     assert "lowerdir=%s\n" % dest in host.unit_text(app["unit"]).replace(",", "\n")
 
 
+def test_committed_dest_on_an_overlay_refused_before_anything(host, app):
+    host.add_mount("95 22 0:95 / %s rw - overlay overlay rw,lowerdir=/a,upperdir=/b,workdir=/c" % host.path("ovl"))
+    args = {"path": host.path("srv/app"), "state": "committed", "dest": host.path("ovl/k2"), "confirm": app["unit"]}
+    for check in (True, False):
+        r = failed(args, check_mode=check)
+        assert r["param"] == "dest" and "squash: true" in r["msg"] and "nothing was copied" in r["msg"]
+    assert host.mutating() == [] and len(os.listdir(app["upperdir"])) == 4
+    assert not os.path.lexists(host.path("ovl/k2"))
+    # squash writes no marker: allowed there
+    assert ok(dict(args, squash=True))["lowerdir"] == [host.path("ovl/k2")]
+
+
+def test_committed_failed_start_puts_the_renamed_upper_back(host, app):
+    dest = host.path("var/layers/app-1")
+    host.fail_once[app["unit"]] = "mount: wrong fs type"
+    r = failed({"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]})
+    assert "put back" in r["msg"] and not os.path.lexists(dest)
+    assert sorted(os.listdir(app["upperdir"])) == ["cache", "file.txt", "gone.txt", "new.txt"]
+
+
 def test_committed_check_mode(host, app):
     dest = host.path("var/layers/app-1")
     r = ok({"path": host.path("srv/app"), "state": "committed", "dest": dest}, check_mode=True, diff=True)
     assert r["changed"] and not os.path.exists(dest)
     assert r["actions"] == [
-        "copy %s to %s" % (host.path("srv/app"), dest),
         "stop %s" % app["unit"],
         "write %s" % app["unit"],
+        "move %s to %s (rename, or copy of the upper only)" % (app["upperdir"], dest),
         "empty %s" % app["upperdir"],
         "empty %s" % app["workdir"],
         "daemon-reload",
@@ -327,6 +356,34 @@ def test_exported(host, app):
     assert "already exists" in r["msg"] and "force" in r["msg"]
     r = ok(dict(args, force=True, compression="none"))
     assert r["changed"] and open(dest, "rb").read(2) != b"\x1f\x8b"
+    assert r["archive"]["diff_id"] == r["archive"]["digest"]  # uncompressed: the blob is the tar
+
+
+def test_exported_identity_and_reproducible(host, app):
+    """digest (the blob) and diff_id (the tar) per the OCI spec; same content and epoch -> same digest."""
+    out = host.path("out")
+    os.makedirs(out)
+    base = {"path": host.path("srv/app"), "state": "exported", "compression": "gzip"}
+    r = ok(dict(base, dest=out + "/a.tgz"))
+    tar = gzip.decompress(open(out + "/a.tgz", "rb").read())
+    assert r["archive"]["diff_id"] == "sha256:" + hashlib.sha256(tar).hexdigest() != r["archive"]["digest"]
+    # same content, touched later: different digest, unless the times are clamped
+    os.utime(os.path.join(app["upperdir"], "new.txt"), (2_000_000_000, 2_000_000_000))
+    epoch = dict(base, source_date_epoch=1_500_000_000)
+    r1 = ok(dict(epoch, dest=out + "/b.tgz"))
+    os.utime(os.path.join(app["upperdir"], "new.txt"), (1_900_000_000, 1_900_000_000))
+    r2 = ok(dict(epoch, dest=out + "/c.tgz"))
+    assert r1["archive"]["digest"] == r2["archive"]["digest"] != r["archive"]["digest"]
+    with tarfile.open(out + "/b.tgz") as tf:
+        assert max(m.mtime for m in tf.getmembers()) <= 1_500_000_000
+    # the whole stack as an image: every lower bottom first, then the upper
+    r = ok(dict(base, dest=out + "/image.tar", format="image", compression="none"))
+    with tarfile.open(out + "/image.tar") as tf:
+        manifest = json.loads(tf.extractfile("manifest.json").read())[0]
+        config = json.loads(tf.extractfile(manifest["Config"]).read())
+    assert manifest["RepoTags"] == [r["image"]["repo_tag"]] and r["image"]["repo_tag"].endswith("-srv-app:latest")
+    assert len(manifest["Layers"]) == 3 and config["rootfs"]["diff_ids"] == [x["diff_id"] for x in r["image"]["layers"]]
+    assert failed(dict(base, dest=out + "/bad.tar", format="image", image_tag="Bad Tag"))["param"] == "image_tag"
 
 
 def test_exported_check_mode_writes_nothing(host, app):
