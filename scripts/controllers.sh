@@ -38,7 +38,7 @@ venv() {
 
 # use VERSION: this shell runs that venv's ansible-core, pytest and molecule.
 use() {
-  venv "$1"
+  timed "ansible-core $1: venv" venv "$1"
   export PATH="$ROOT/.cache/controllers/$1/bin:$PATH"
   local got
   got=$(python -c 'from ansible.release import __version__; print(__version__)')
