@@ -33,6 +33,7 @@ except ImportError:  # ansible-core < 2.19 has no helper: set the arguments the 
         finally:
             basic._ANSIBLE_ARGS = saved
 
+
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
 
