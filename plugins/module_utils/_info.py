@@ -43,6 +43,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
     is_managed,
+    options_from_unit_text,
     parse_unit,
 )
 
@@ -88,12 +89,14 @@ class DeclaredOverlay:
 def parse_unit_options(value: str) -> OverlayOptions:
     """Parse an overlay ``Options=`` value as written in a unit file.
 
-    The unit keeps the overlay escapes (``\\,`` ``\\:`` ``\\\\``); each
+    The unit keeps the overlay escapes (``\\,`` ``\\:`` ``\\\\``), a literal
+    backslash's ``\\\\`` written twice for systemd's option filter
+    (``_units.options_unit_text``); after undoing that filter, each
     comma-separated piece is re-encoded the way mountinfo shows it (octal
     escapes) and handed to ``_overlay.parse_overlay_options``, so both
     sources go through one parser.
     """
-    pieces = split_unescaped(value, ",")
+    pieces = split_unescaped(options_from_unit_text(value), ",")
     encoded = ",".join("".join("\\%03o" % ord(c) if c in _MOUNTINFO_ESCAPED else c for c in p) for p in pieces)
     return parse_overlay_options(encoded)
 

@@ -192,7 +192,12 @@ def test_declared_overlays_ignore_foreign_and_report_broken_units():
     [
         ("lowerdir=/a:/b,upperdir=/u,workdir=/w,nosuid", ["/a", "/b"], "/u", {"nosuid": None}),
         ("lowerdir=/a\\,b:/c\\:d,index=on,userxattr", ["/a,b", "/c:d"], None, {"index": "on", "userxattr": None}),
-        ("lowerdir=/a\\\\b:/tab\tx,ro", ["/a\\b", "/tab\tx"], None, {"ro": None}),
+        # A literal backslash: written four times, systemd's filter makes it two, the kernel one.
+        ("lowerdir=/a\\\\\\\\b:/tab\tx,ro", ["/a\\b", "/tab\tx"], None, {"ro": None}),
+        # Written twice (units of 0.1.0): what systemd really mounts has none.
+        ("lowerdir=/a\\\\b", ["/ab"], None, {}),
+        # A backslash before a comma: the filter's \\ then the kernel's \,
+        ("lowerdir=/x\\\\\\\\\\,y:/z,upperdir=/u\\\\\\\\,workdir=/w", ["/x\\,y", "/z"], "/u\\", {}),
         ("lowerdir=/a\\134b", ["/a134b"], None, {}),
         ("lowerdir=/a::/data1", ["/a"], None, {}),
     ],

@@ -13,9 +13,11 @@ import pytest
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _errors as er
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _host as hst
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _info as info
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _plan as pn
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _preflight as pf
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _spec as sp
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
 
@@ -146,6 +148,38 @@ def test_escape_layer_round_trip(path, expected):
     assert minfo.escape_layer(path) == expected
     assert minfo.unescape_layer(expected) == path
     assert minfo.split_unescaped(expected + ":" + expected, ":") == [expected, expected]
+
+
+# Every character that needs care in a layer path, alone and all in one:
+# the path, the kernel's option value (escape_layer), and what the unit file
+# says so that systemd's option filter hands mount(8) that value.
+B = "\\"
+ESCAPING_TABLE = [
+    ("/srv/back" + B + "slash", "/srv/back" + B * 2 + "slash", "/srv/back" + B * 4 + "slash"),
+    ("/srv/com,ma", "/srv/com" + B + ",ma", "/srv/com" + B + ",ma"),
+    ("/srv/co:lon", "/srv/co" + B + ":lon", "/srv/co" + B + ":lon"),
+    ("/srv/spa ce", "/srv/spa ce", "/srv/spa ce"),
+    ("/srv/per%cent", "/srv/per%cent", "/srv/per%%cent"),
+    ("/srv/all" + B + ",: %x", "/srv/all" + B * 3 + "," + B + ": %x", "/srv/all" + B * 5 + "," + B + ": %%x"),
+    (B * 2 + "dbl", B * 4 + "dbl", B * 8 + "dbl"),
+]
+
+
+@pytest.mark.parametrize("path, kernel, unit", ESCAPING_TABLE)
+def test_layer_escaping_for_kernel_and_systemd(path, kernel, unit):
+    assert minfo.escape_layer(path) == kernel
+    assert un.escape_unit_value(un.options_unit_text(kernel)) == unit
+    assert un.options_from_unit_text(unit.replace("%%", "%")) == kernel
+    assert minfo.unescape_layer(kernel) == path
+
+
+@pytest.mark.parametrize("path, kernel, unit", [row for row in ESCAPING_TABLE if row[0].startswith("/")])
+def test_rendered_unit_reads_back_every_character(path, kernel, unit):
+    spec = spec_of(path="/srv/merged", lowerdir=[path, "/opt/base"], upper="none")
+    text = un.render_units(spec)[spec.unit]
+    assert "\nOptions=lowerdir=%s:/opt/base," % unit in text
+    options = dict(un.parse_unit(text).entries("Mount"))["Options"]
+    assert info.parse_unit_options(options).lowerdir == [path, "/opt/base"]
 
 
 def test_unit_value_quoting():
@@ -822,3 +856,14 @@ def test_parse_unit_managed_keys_only_in_unit_section():
     text = "[Unit]\nX-OverlayfsSystemd-Path=/srv/100%%\n[Mount]\nX-OverlayfsSystemd-Id=no\n"
     assert un.parse_unit(text).managed == {"Path": "/srv/100%"}
     assert un.parse_unit("[Unit]\nDescription=x\n").managed == {}
+
+
+@pytest.mark.parametrize(
+    "util_linux, warned",
+    [(None, False), ((2, 38), False), ((2, 39), True), ((2, 40), True), ((2, 41), False), ((2, 42), False)],
+)
+def test_comma_warning_only_where_libmount_may_split(util_linux, warned):
+    spec = spec_of(lowerdir=["/opt/a,b", "/opt/base"])
+    warnings = pf.check_option_sizes(spec, util_linux)
+    assert bool(warnings) == warned
+    assert pf.check_option_sizes(spec_of(), util_linux) == []
