@@ -68,7 +68,7 @@ options:
       - The read-only layers, top-most first. At least one (two with O(upper=none)), at most 500, no duplicates,
         none nested in another.
       - With O(state=mounted) every lower must exist and be a directory.
-      - C(,) C(:) C(\\) C(%) and spaces in paths are escaped for the kernel and for systemd's option filter
+      - C(,) C(:) C(\) C(%) and spaces in paths are escaped for the kernel and for systemd's option filter
         (tested on Debian 12 and 13). With util-linux 2.39 and 2.40 (not tested), C(mount) may split a comma in a
         path; the module warns there.
       - Required unless O(state=absent).
