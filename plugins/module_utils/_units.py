@@ -200,6 +200,11 @@ def _render_overlay_unit(spec: OverlaySpec) -> str:
     elif spec.upperdir is not None and spec.workdir is not None:
         mounts_for += [spec.upperdir, spec.workdir]
     unit_lines.append("RequiresMountsFor=%s" % " ".join(quote_unit_word(x) for x in mounts_for))
+    if spec.upper == "persistent" and spec.upperdir is not None:
+        # systemd >= 256 would create a missing upperdir, empty, and mount:
+        # a lost persistent upper (disk not mounted, directory deleted) must
+        # fail the unit instead.
+        unit_lines.append("AssertPathIsDirectory=%s" % escape_unit_value(spec.upperdir))
     unit_lines += ["Requires=%s" % u for u in spec.requires]
     unit_lines += ["After=%s" % u for u in spec.after]
     unit_lines.append("Before=local-fs.target")

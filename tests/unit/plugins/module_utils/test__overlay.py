@@ -788,8 +788,13 @@ def test_declaration_round_trip(params):
     assert un.render_units(again) == units
 
 
+#: Lines the units gained after 0.1.0: the recorded declaration, and the
+#: assertion that a persistent upper exists.
+ADDED_SINCE_0_1_0 = (un.X_PREFIX + "Declaration=", "AssertPathIsDirectory=")
+
+
 def without_declaration(text):
-    return "".join(line for line in text.splitlines(True) if not line.startswith(un.X_PREFIX + "Declaration="))
+    return "".join(line for line in text.splitlines(True) if not line.startswith(ADDED_SINCE_0_1_0))
 
 
 @pytest.mark.parametrize("params", ROUND_TRIP)
@@ -867,3 +872,23 @@ def test_comma_warning_only_where_libmount_may_split(util_linux, warned):
     warnings = pf.check_option_sizes(spec, util_linux)
     assert bool(warnings) == warned
     assert pf.check_option_sizes(spec_of(), util_linux) == []
+
+
+@pytest.mark.parametrize(
+    "overrides, asserted",
+    [
+        ({"upper": "persistent"}, "/var/lib/overlayfs/srv_app_"),
+        ({"upper": "persistent", "upperdir": "/srv/p%x/up", "workdir": "/srv/p%x/wk"}, "/srv/p%%x/up"),
+        ({"upper": "tmpfs"}, None),
+        ({"upper": "none"}, None),
+    ],
+)
+def test_persistent_upper_must_exist_at_start(overrides, asserted):
+    """systemd >= 256 would recreate a missing upper empty: the unit asserts it instead."""
+    spec = sp.resolve_ownership(spec_of(**overrides), 0, 0, 0o755)
+    lines = [x for x in un.render_units(spec)[spec.unit].splitlines() if x.startswith("AssertPathIsDirectory=")]
+    if asserted is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and lines[0].startswith("AssertPathIsDirectory=" + asserted)
+        assert lines[0] == "AssertPathIsDirectory=" + un.escape_unit_value(spec.upperdir)
