@@ -48,7 +48,16 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
 )
 
 #: The systemd properties the report reads, in one ``systemctl show`` call.
-SHOW_PROPS = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState", "NeedDaemonReload", "FragmentPath")
+SHOW_PROPS = (
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "UnitFileState",
+    "NeedDaemonReload",
+    "FragmentPath",
+    "AssertResult",
+)
 
 #: Overlay features the kernel shows on its own (defaults from its build
 #: configuration or module parameters); compared only when the unit sets them.
@@ -266,6 +275,11 @@ def _state_drift(decl: DeclaredOverlay, props: Mapping[str, Mapping[str, str]], 
     main = props.get(decl.unit, {})
     if not mounted and main.get("UnitFileState") in ("enabled", "enabled-runtime"):
         out.append("not mounted, but %s is enabled (mounted at boot)" % decl.unit)
+    if not mounted and decl.upper == "persistent" and main.get("AssertResult") == "no":
+        out.append(
+            "%s refused to start: its persistent upper %s is missing (AssertPathIsDirectory=); "
+            "restore it, then systemctl start %s" % (decl.unit, decl.layers.upperdir, decl.unit)
+        )
     for name in decl.units:
         p = props.get(name, {})
         if p.get("LoadState") in ("error", "bad-setting", "masked"):

@@ -269,6 +269,18 @@ def props(unit=UNIT, **kw):
         ({}, None, {}, []),
         ({}, live_line(), props(ActiveState="failed", SubState="failed"), ["unit %s failed (SubState=failed)" % UNIT]),
         ({}, live_line(), props(NeedDaemonReload="yes"), ["unit %s changed on disk but not reloaded" % UNIT]),
+        # A missing persistent upper: the unit's assertion refused the start.
+        (
+            {},
+            None,
+            props(ActiveState="failed", SubState="failed", AssertResult="no"),
+            [
+                "not mounted, but %s is enabled" % UNIT,
+                "%s refused to start: its persistent upper /var/lib/overlayfs/srv_app_" % UNIT,
+                "unit %s failed (SubState=failed)" % UNIT,
+            ],
+        ),
+        ({"upper": "none"}, None, props(UnitFileState="disabled", AssertResult="no"), []),
         ({}, live_line(), props(LoadState="bad-setting"), ["unit %s is not loadable (LoadState=bad-setting)" % UNIT]),
         (
             {},
