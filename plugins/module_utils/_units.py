@@ -95,7 +95,10 @@ def quote_unit_word(s: str) -> str:
 
 def render_options(spec: OverlaySpec) -> list[str]:
     """The overlay's mount options in a fixed order (unit-file % not yet doubled)."""
-    opts = ["lowerdir=" + ":".join(escape_layer(x) for x in spec.lowerdir)]
+    if spec.lower_add:
+        opts = ["lowerdir+=" + x for x in spec.lowerdir]
+    else:
+        opts = ["lowerdir=" + ":".join(escape_layer(x) for x in spec.lowerdir)]
     if spec.upperdir is not None and spec.workdir is not None:
         opts.append("upperdir=" + escape_layer(spec.upperdir))
         opts.append("workdir=" + escape_layer(spec.workdir))

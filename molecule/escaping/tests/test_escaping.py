@@ -39,6 +39,8 @@ def mountinfo_layers(host, mount_point: str) -> dict[str, list[str]]:
             key, _, value = opt.partition("=")
             if key in ("lowerdir", "upperdir", "workdir"):
                 layers[key] = split_unescape(octal(value), ":" if key == "lowerdir" else "")
+            elif key == "lowerdir+":
+                layers.setdefault("lowerdir+", []).append(octal(value))
         return layers
     raise AssertionError("no mount at %r" % mount_point)
 
@@ -59,3 +61,14 @@ def test_all_characters_in_the_upper_too(host):
     assert layers["upperdir"] == ["/srv/persist/%s/upper" % ALL]
     assert host.file("/srv/persist/%s/upper/written" % ALL).content_string == "written\n"
     assert not host.file("/opt/e/%s/written" % ALL).exists
+
+
+def test_long_stack_in_the_form_this_util_linux_takes(host):
+    # util-linux 2.38 (legacy mount(2)) takes the 484-byte lowerdir= list; 2.41
+    # (fsconfig: 255 bytes a value) gets one lowerdir+= a layer.
+    lowers = ["/opt/e/%s%d" % ("L" * 75, i) for i in range(5)]
+    version = tuple(int(x) for x in re.search(r"util-linux (\d+)\.(\d+)", host.run("mount --version").stdout).groups())
+    layers = mountinfo_layers(host, "/srv/e/long")
+    form = "lowerdir+" if version >= (2, 39) else "lowerdir"
+    assert layers == {form: lowers}
+    assert host.file("/srv/e/long/marker").content_string == lowers[0] + "\n"

@@ -892,3 +892,36 @@ def test_persistent_upper_must_exist_at_start(overrides, asserted):
     else:
         assert len(lines) == 1 and lines[0].startswith("AssertPathIsDirectory=" + asserted)
         assert lines[0] == "AssertPathIsDirectory=" + un.escape_unit_value(spec.upperdir)
+
+
+LONG = ["/opt/%s%d" % ("L" * 75, i) for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    "lowers, util_linux, kernel, add",
+    [
+        (LONG, (2, 41), (6, 8), True),
+        (LONG, (2, 39), (6, 18), True),
+        (LONG, (2, 41), (6, 7), False),
+        (LONG, (2, 41), None, False),
+        (LONG, (2, 38), (6, 18), False),
+        (LONG, None, (6, 18), False),
+        (["/opt/a", "/opt/b"], (2, 41), (6, 18), False),
+        (LONG[:4] + ["/opt/a,b" + "x" * 80], (2, 41), (6, 18), False),
+        (LONG[:4] + ["/opt/a\\b" + "x" * 80], (2, 41), (6, 18), False),
+        (LONG[:4] + ["/opt/a:b" + "x" * 80], (2, 41), (6, 18), True),
+    ],
+)
+def test_choose_lower_form(lowers, util_linux, kernel, add):
+    spec = sp.choose_lower_form(spec_of(lowerdir=lowers, upper="none"), util_linux, kernel)
+    assert spec.lower_add is add
+    rendered = un.render_options(spec)
+    if add:
+        assert rendered[: len(lowers)] == ["lowerdir+=" + x for x in lowers]
+    else:
+        assert rendered[0] == "lowerdir=" + ":".join(minfo.escape_layer(x) for x in lowers)
+
+
+@pytest.mark.parametrize("release, version", [("6.18.44-fc-v769", (6, 18)), ("6.1.0-28-amd64", (6, 1)), ("x", None)])
+def test_kernel_version(release, version):
+    assert hst.kernel_version(release) == version

@@ -104,7 +104,8 @@ class FakeHost:
 
     def _mount(self, name: str) -> None:
         keys = self._mount_section(name)
-        opts = minfo.split_unescaped(keys["Options"], ",")
+        # What systemd's option filter hands mount(8).
+        opts = minfo.split_unescaped(un.options_from_unit_text(keys["Options"]), ",")
         flags = [o for o in opts if o in ("ro", "nosuid", "nodev", "noexec")]
         mount_opts = ",".join(["ro" if "ro" in flags else "rw"] + [f for f in flags if f != "ro"] + ["relatime"])
         where = keys["Where"]
