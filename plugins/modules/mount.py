@@ -71,7 +71,7 @@ options:
       - C(,) C(:) C(\) C(%) and spaces in paths are escaped for the kernel and for systemd's option filter
         (tested on Debian 12 and 13). With util-linux 2.39 and 2.40 (not tested), C(mount) may split a comma in a
         path; the module warns there.
-      - With util-linux 2.39 or later (new mount API: at most 255 bytes a value) a C(lowerdir=) list longer than
+      - With util-linux 2.39 or later (new mount API, at most 255 bytes a value) a C(lowerdir=) list longer than
         that is written as one C(lowerdir+=) option a layer where the kernel is 6.8 or later and no path holds
         C(,) or C(\); elsewhere it is refused with the reason.
       - Required unless O(state=absent).

@@ -36,7 +36,7 @@ def mountinfo_layers(host, mount_point: str) -> dict[str, list[str]]:
         sep = fields.index("-")
         layers: dict[str, list[str]] = {}
         for opt in fields[sep + 3].split(","):
-            key, _, value = opt.partition("=")
+            key, dummy, value = opt.partition("=")
             if key in ("lowerdir", "upperdir", "workdir"):
                 layers[key] = split_unescape(octal(value), ":" if key == "lowerdir" else "")
             elif key == "lowerdir+":
