@@ -15,9 +15,9 @@ upper and work directory next to it), writes the tree through the merged
 view (so the upper holds it, plus a few whiteouts and an opaque directory),
 then times, in the same run and on the same tree:
 
-- commit: ``_upper.copy_tree(merged, dest)`` (what ``state: committed``
+- commit: ``_layercopy.copy_tree(merged, dest)`` (what ``state: committed``
   copies) against ``cp -a merged dest``;
-- export: ``_upper.write_oci_layer(upper)`` (``state: exported``) against
+- export: ``_oci.write_oci_layer(upper)`` (``state: exported``) against
   ``tar --xattrs -cf`` of the merged view, uncompressed and with gzip.
 
 The ratio is reference time / our time (above 1: faster than the reference).
@@ -34,20 +34,21 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def import_upper():
-    """Import the collection's _upper from this checkout (a symlinked ansible_collections tree)."""
+    """Import the collection's copy and export code from this checkout (a symlinked ansible_collections tree)."""
     root = tempfile.mkdtemp(prefix="upper-bench-coll-")
     atexit.register(shutil.rmtree, root, True)
     os.makedirs(os.path.join(root, "ansible_collections", "overlayfs"))
     os.symlink(REPO, os.path.join(root, "ansible_collections", "overlayfs", "systemd"))
     sys.path.insert(0, root)
-    from ansible_collections.overlayfs.systemd.plugins.module_utils import _upper  # noqa: PLC0415
+    from ansible_collections.overlayfs.systemd.plugins.module_utils import _layercopy, _oci  # noqa: PLC0415
 
-    return _upper
+    return types.SimpleNamespace(copy_tree=_layercopy.copy_tree, write_oci_layer=_oci.write_oci_layer)
 
 
 def run(argv: list[str]) -> None:
@@ -164,7 +165,9 @@ def main() -> int:
     mib = nbytes / (1 << 20)
 
     rows = []
-    t_ours = timed("commit copy: _upper.copy_tree(merged)", lambda: up.copy_tree(merged, base + "/c-ours"), args.cold)
+    t_ours = timed(
+        "commit copy: _layercopy.copy_tree(merged)", lambda: up.copy_tree(merged, base + "/c-ours"), args.cold
+    )
     t_ref = timed("reference: cp -a merged", lambda: run(["cp", "-a", merged, base + "/c-cp"]), args.cold)
     rows.append(("commit (copy of the merged view)", t_ours, "cp -a", t_ref))
     shutil.rmtree(base + "/c-ours")
@@ -178,7 +181,7 @@ def main() -> int:
             with open(out, "wb") as fh:
                 up.write_oci_layer(upper, fh, comp)
 
-        t_ours = timed("export %s: _upper.write_oci_layer(upper)" % comp, ours, args.cold)
+        t_ours = timed("export %s: _oci.write_oci_layer(upper)" % comp, ours, args.cold)
         t_ref = timed(
             "reference: tar --xattrs %s merged" % tar_flag,
             lambda out=out_ref, flag=tar_flag: run(["tar", "--xattrs", flag, out, "-C", merged, "."]),

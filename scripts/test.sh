@@ -2,7 +2,7 @@
 # The one test command (make test): installs the pinned tools, then runs every
 # check in order and stops at the first red step. Prints each step's duration.
 #
-#   ruff -> yamllint -> ansible-lint -> ansible-test sanity -> pytest units
+#   ruff -> yamllint -> ansible-lint (scripts/lint.sh) -> ansible-test sanity -> pytest units
 #   (with coverage) -> collection build/install -> molecule scenarios
 #   -> vm real-boot tests
 #
@@ -57,9 +57,7 @@ export ANSIBLE_COLLECTIONS_PATH="$ROOT/.cache/collections"
 mkdir -p .cache/collections/ansible_collections/overlayfs
 ln -sfn "$ROOT" .cache/collections/ansible_collections/overlayfs/systemd
 
-timed "ruff" bash -c 'ruff check . && ruff format --check .'
-timed "yamllint" yamllint --strict .
-timed "ansible-lint" ansible-lint --profile production
+scripts/lint.sh   # ruff, yamllint, ansible-lint (make lint), each timed
 timed "ansible-test sanity" scripts/sanity.sh
 timed "pytest units" pytest tests/unit -q -p no:cacheprovider \
   --cov=plugins --cov-report=term --cov-report=xml:.cache/coverage.xml
@@ -80,7 +78,7 @@ if [ "${OVERLAYFS_SKIP_MOLECULE:-0}" != 1 ]; then
   done
   # -- matrix (issue 12): the main scenarios on Debian 13, one on the oldest controller.
   OVERLAYFS_DEBIAN=13 scripts/bench.sh image
-  for scenario in mount mount_info overlays upper bench; do
+  for scenario in mount mount_info overlays upper bench escaping; do
     timed "molecule $scenario (debian 13)" env OVERLAYFS_DEBIAN=13 molecule test -s "$scenario"
   done
   scripts/controllers.sh molecule 2.16 mount

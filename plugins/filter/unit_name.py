@@ -56,11 +56,13 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import (
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
     normalize_path,
 )
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import (
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
     unit_name as _unit_name,
 )
 

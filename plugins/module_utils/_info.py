@@ -23,24 +23,41 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import (
-    ALLOWED_FLAGS,
-    VERIFIED_FLAGS,
-    MountInfo,
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import (
+    MountInfo,
     OverlayOptions,
-    is_managed,
-    managed_keys,
     mount_at,
     mount_containing,
     parse_overlay_options,
     split_unescaped,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
     unit_name,
-    unit_section,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
+    ALLOWED_FLAGS,
+    VERIFIED_FLAGS,
+)
+from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
+    is_managed,
+    options_from_unit_text,
+    parse_unit,
 )
 
 #: The systemd properties the report reads, in one ``systemctl show`` call.
-SHOW_PROPS = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState", "NeedDaemonReload", "FragmentPath")
+SHOW_PROPS = (
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "UnitFileState",
+    "NeedDaemonReload",
+    "FragmentPath",
+    "AssertResult",
+)
 
 #: Overlay features the kernel shows on its own (defaults from its build
 #: configuration or module parameters); compared only when the unit sets them.
@@ -78,27 +95,17 @@ class DeclaredOverlay:
         return {k: v for k, v in self.layers.options.items() if k not in ALLOWED_FLAGS}
 
 
-def section_keys(text: str | None, section: str) -> dict[str, str]:
-    """``Key=value`` assignments of one unit-file section (the last one wins; ``%%`` undone)."""
-    keys: dict[str, str] = {}
-    for line in (unit_section(text, section) or "").splitlines():
-        s = line.strip()
-        if not s or s.startswith(("#", ";")) or "=" not in s:
-            continue
-        key, dummy, value = s.partition("=")
-        keys[key.strip()] = value.strip().replace("%%", "%")
-    return keys
-
-
 def parse_unit_options(value: str) -> OverlayOptions:
     """Parse an overlay ``Options=`` value as written in a unit file.
 
-    The unit keeps the overlay escapes (``\\,`` ``\\:`` ``\\\\``); each
+    The unit keeps the overlay escapes (``\\,`` ``\\:`` ``\\\\``), a literal
+    backslash's ``\\\\`` written twice for systemd's option filter
+    (``_units.options_unit_text``); after undoing that filter, each
     comma-separated piece is re-encoded the way mountinfo shows it (octal
     escapes) and handed to ``_overlay.parse_overlay_options``, so both
     sources go through one parser.
     """
-    pieces = split_unescaped(value, ",")
+    pieces = split_unescaped(options_from_unit_text(value), ",")
     encoded = ",".join("".join("\\%03o" % ord(c) if c in _MOUNTINFO_ESCAPED else c for c in p) for p in pieces)
     return parse_overlay_options(encoded)
 
@@ -118,7 +125,7 @@ def declared_overlays(unit_files: Mapping[str, str]) -> dict[str, DeclaredOverla
         text = unit_files[name]
         if not is_managed(text):
             continue
-        keys = managed_keys(text)
+        keys = parse_unit(text).managed
         oid = keys.get("Id", "")
         if keys.get("Role", "overlay") == "overlay" and name.endswith(".mount"):
             overlays[name] = (oid, keys)
@@ -126,7 +133,7 @@ def declared_overlays(unit_files: Mapping[str, str]) -> dict[str, DeclaredOverla
             by_id.setdefault(oid, []).append(name)
     result: dict[str, DeclaredOverlay] = {}
     for name, (oid, keys) in overlays.items():
-        mount = section_keys(unit_files[name], "Mount")
+        mount = parse_unit(unit_files[name]).values("Mount")
         problems: list[str] = []
         path = keys.get("Path") or mount.get("Where") or ""
         if not path.startswith("/"):
@@ -268,6 +275,11 @@ def _state_drift(decl: DeclaredOverlay, props: Mapping[str, Mapping[str, str]], 
     main = props.get(decl.unit, {})
     if not mounted and main.get("UnitFileState") in ("enabled", "enabled-runtime"):
         out.append("not mounted, but %s is enabled (mounted at boot)" % decl.unit)
+    if not mounted and decl.upper == "persistent" and main.get("AssertResult") == "no":
+        out.append(
+            "%s refused to start: its persistent upper %s is missing (AssertPathIsDirectory=); "
+            "restore it, then systemctl start %s" % (decl.unit, decl.layers.upperdir, decl.unit)
+        )
     for name in decl.units:
         p = props.get(name, {})
         if p.get("LoadState") in ("error", "bad-setting", "masked"):

@@ -256,7 +256,10 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as host
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _names
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
+    OverlayError,
+)
 from ansible_collections.overlayfs.systemd.plugins.module_utils._info import (
     SHOW_PROPS,
     build_report,
@@ -264,30 +267,15 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._info import (
     select_paths,
     units_to_show,
 )
-from ansible_collections.overlayfs.systemd.plugins.module_utils._overlay import OverlayError, normalize_path
+from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
+    normalize_path,
+)
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import CommandError, Systemd
 
 ARGUMENT_SPEC: dict[str, Any] = dict(
     path=dict(type="list", elements="str"),
     managed_only=dict(type="bool", default=False),
 )
-
-
-def unit_files(unit_dir: str) -> dict[str, str]:
-    """Text of the regular .mount and .service files in ``unit_dir`` (symlinks such as masks skipped)."""
-    files: dict[str, str] = {}
-    try:
-        names = sorted(os.listdir(unit_dir))
-    except FileNotFoundError:
-        return files
-    for name in names:
-        full = os.path.join(unit_dir, name)
-        if not name.endswith((".mount", ".service")) or os.path.islink(full) or not os.path.isfile(full):
-            continue
-        text = host.read_text(full)
-        if text is not None:
-            files[name] = text
-    return files
 
 
 def main() -> None:
@@ -297,9 +285,9 @@ def main() -> None:
         wanted = [normalize_path(p, "path") for p in module.params["path"] or []]
     except OverlayError as exc:
         module.fail_json(msg=str(exc), param=exc.param, **result)
-    # The host is read where the mount module reads it (_converge.UNIT_DIR and MOUNTINFO).
-    mounts = host.read_mounts()
-    declared = declared_overlays(unit_files(host.UNIT_DIR))
+    # The host is read where the mount module reads it (_names.ROOTS).
+    mounts = _host.read_mounts()
+    declared = declared_overlays(_host.unit_files(_names.ROOTS.unit_dir))
     selected = select_paths(mounts, declared, wanted, module.params["managed_only"])
     props: dict[str, dict[str, str]] = {}
     names = units_to_show(selected, declared)
@@ -308,7 +296,7 @@ def main() -> None:
             props = Systemd(module).show(names, SHOW_PROPS)
         except CommandError as exc:
             module.warn("unit states unknown, reported as null: %s" % exc)
-    report = build_report(selected, mounts, declared, props, host.UNIT_DIR, os.statvfs)
+    report = build_report(selected, mounts, declared, props, _names.ROOTS.unit_dir, os.statvfs)
     result["overlays"] = [entry.as_dict() for entry in report]
     module.exit_json(**result)
 

@@ -202,7 +202,8 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import ConvergeError, converge_many
+from ansible_collections.overlayfs.systemd.plugins.module_utils._bulk import converge_many
+from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import ModuleFailure
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
 
 
@@ -220,9 +221,15 @@ def main() -> None:
     p = module.params
     try:
         result = converge_many(
-            module, Systemd(module), p["overlays"], p["defaults"], p["exclusive"], p["purge"], p["target"]
+            module,
+            Systemd(module),
+            overlays=p["overlays"],
+            defaults=p["defaults"],
+            exclusive=p["exclusive"],
+            purge=p["purge"],
+            target=p["target"],
         )
-    except ConvergeError as exc:
+    except ModuleFailure as exc:
         module.fail_json(msg=exc.msg, **exc.result)
     module.exit_json(**result)
 

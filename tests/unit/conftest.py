@@ -22,7 +22,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 def _importable() -> bool:
     try:
-        mod = importlib.import_module("ansible_collections.overlayfs.systemd.plugins.module_utils._overlay")
+        mod = importlib.import_module("ansible_collections.overlayfs.systemd.plugins.module_utils._names")
     except ImportError:
         return False
     return os.path.realpath(mod.__file__).startswith(os.path.realpath(REPO_ROOT) + os.sep)

@@ -68,3 +68,22 @@ def test_naive_unit_on_a_fresh_tmpfs(host, reboot):
         assert host.file("/run/naive/upper").is_directory
         assert host.file("/run/naive/upper").listdir() == []
         host.run_expect([0], "systemctl stop srv-naive.mount")
+
+
+def test_missing_persistent_upper_is_not_recreated(host):
+    # The mount module's unit asserts its persistent upper: on systemd >= 256
+    # (which would create it, empty, like the naive unit's) as on 252 the
+    # start fails and nothing is created.
+    fs = overlay_at(host, "/srv/benchp")
+    upper = next(o for o in fs["options"].split(",") if o.startswith("upperdir=")).split("=", 1)[1]
+    host.run_expect([0], "systemctl stop srv-benchp.mount && mv %s %s.lost" % (upper, upper))
+    try:
+        assert host.run("systemctl start srv-benchp.mount").rc != 0
+        assert not host.file(upper).exists
+        assert overlay_at(host, "/srv/benchp") is None
+        props = host.run("systemctl show -p AssertResult,ActiveState srv-benchp.mount").stdout
+        assert "AssertResult=no" in props and "ActiveState=failed" in props
+    finally:
+        host.run("mv %s.lost %s && systemctl reset-failed srv-benchp.mount", upper, upper)
+    host.run_expect([0], "systemctl start srv-benchp.mount")
+    assert overlay_at(host, "/srv/benchp") is not None

@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO / ".cache" / "collections"))
 from ansible.errors import AnsibleFilterError  # noqa: E402
 
 from ansible_collections.overlayfs.systemd.plugins.filter.unit_name import unit_name  # noqa: E402
-from ansible_collections.overlayfs.systemd.tests.unit.plugins.module_utils.test__overlay import (  # noqa: E402
+from ansible_collections.overlayfs.systemd.tests.unit.plugins.module_utils.test__names import (  # noqa: E402
     TRICKY_PATHS,
 )
 

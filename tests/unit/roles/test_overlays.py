@@ -11,7 +11,7 @@ import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import ARGUMENT_SPEC
+from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import ARGUMENT_SPEC
 
 ROLE = Path(__file__).resolve().parents[3] / "roles" / "overlays"
 SPEC = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]

@@ -15,7 +15,7 @@ from ansible_collections.overlayfs.systemd.plugins.filter.unit_name import Filte
 
 # The tricky paths and the systemd-escape runner live with the escaping tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "module_utils"))
-from test__overlay import TRICKY_PATHS, real_escape  # noqa: E402
+from test__names import TRICKY_PATHS, real_escape  # noqa: E402
 
 # Paths with control characters get a unit name from systemd-escape, but no
 # unit file can carry them: the filter refuses them like the mount module.

@@ -10,7 +10,10 @@ import os
 import pytest
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _info as info
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _spec as sp
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
 
 # Lines captured from real kernels (6.1 and 6.18): a Docker container's root,
 # a hand-made overlay whose lower has a space, a comma, a colon and a
@@ -56,8 +59,8 @@ GARBAGE = [
 ]
 
 
-def mounts_of(*lines: str) -> list[ov.MountInfo]:
-    return ov.parse_mountinfo("\n".join(lines) + "\n")
+def mounts_of(*lines: str) -> list[minfo.MountInfo]:
+    return minfo.parse_mountinfo("\n".join(lines) + "\n")
 
 
 @pytest.mark.parametrize(
@@ -87,7 +90,7 @@ def test_report_of_captured_lines(line, point, lowers, datadir, upper, work, rea
     assert (entry["path"], entry["lowerdir"], entry["datadir"]) == (point, lowers, datadir)
     assert (entry["upperdir"], entry["workdir"], entry["readonly"]) == (upper, work, readonly)
     assert entry["mounted"] and not entry["managed"] and entry["drift"] == []
-    assert entry["unit"] == ov.unit_name(point)
+    assert entry["unit"] == nm.unit_name(point)
     assert "rw" not in entry["options"] and "ro" not in entry["options"]
 
 
@@ -144,8 +147,8 @@ def test_tmpfs_usage(st, size, used, percent, inodes_used, inodes_percent):
 def units_of(**kw) -> dict[str, str]:
     p = {"path": "/srv/app", "lowerdir": ["/opt/v2", "/opt/base"]}
     p.update(kw)
-    spec = ov.resolve_ownership(ov.build_spec(p), 0, 0, 0o755)
-    return ov.render_units(spec)
+    spec = sp.resolve_ownership(sp.build_spec(p), 0, 0, 0o755)
+    return un.render_units(spec)
 
 
 @pytest.mark.parametrize(
@@ -165,8 +168,8 @@ def test_declared_overlays_read_back_rendered_units(kw, lowers, upper):
     path = kw.get("path", "/srv/app")
     assert list(declared) == [kw.get("path", "/srv/app")]
     decl = declared[kw.get("path", "/srv/app")]
-    spec = ov.build_spec({"path": path, "lowerdir": kw.get("lowerdir", ["/opt/v2", "/opt/base"]), **kw})
-    assert decl.path == path and decl.unit == ov.unit_name(path) and decl.upper == upper
+    spec = sp.build_spec({"path": path, "lowerdir": kw.get("lowerdir", ["/opt/v2", "/opt/base"]), **kw})
+    assert decl.path == path and decl.unit == nm.unit_name(path) and decl.upper == upper
     assert decl.layers.lowerdir == (lowers or list(spec.lowerdir))
     assert (decl.layers.upperdir, decl.layers.workdir) == (spec.upperdir, spec.workdir)
     assert decl.flags == {"nosuid", "nodev"} and decl.features == {}
@@ -176,8 +179,8 @@ def test_declared_overlays_read_back_rendered_units(kw, lowers, upper):
 
 def test_declared_overlays_ignore_foreign_and_report_broken_units():
     foreign = "[Unit]\nDescription=mine\n[Mount]\nWhat=overlay\nWhere=/srv/x\nType=overlay\nOptions=lowerdir=/a\n"
-    broken = "%s\n[Unit]\nX-OverlayfsSystemd-Path=/srv/b\n[Mount]\nWhere=/srv/b\n" % ov.HEADER
-    no_path = "%s\n[Unit]\nX-OverlayfsSystemd-Id=x\n[Mount]\nOptions=lowerdir=/a\n" % ov.HEADER
+    broken = "%s\n[Unit]\nX-OverlayfsSystemd-Path=/srv/b\n[Mount]\nWhere=/srv/b\n" % un.HEADER
+    no_path = "%s\n[Unit]\nX-OverlayfsSystemd-Id=x\n[Mount]\nOptions=lowerdir=/a\n" % un.HEADER
     declared = info.declared_overlays({"srv-x.mount": foreign, "srv-b.mount": broken, "srv-c.mount": no_path})
     assert list(declared) == ["/srv/b"]
     assert declared["/srv/b"].problems == ("unit srv-b.mount has no Options=, so no layers",)
@@ -189,7 +192,12 @@ def test_declared_overlays_ignore_foreign_and_report_broken_units():
     [
         ("lowerdir=/a:/b,upperdir=/u,workdir=/w,nosuid", ["/a", "/b"], "/u", {"nosuid": None}),
         ("lowerdir=/a\\,b:/c\\:d,index=on,userxattr", ["/a,b", "/c:d"], None, {"index": "on", "userxattr": None}),
-        ("lowerdir=/a\\\\b:/tab\tx,ro", ["/a\\b", "/tab\tx"], None, {"ro": None}),
+        # A literal backslash: written four times, systemd's filter makes it two, the kernel one.
+        ("lowerdir=/a\\\\\\\\b:/tab\tx,ro", ["/a\\b", "/tab\tx"], None, {"ro": None}),
+        # Written twice (units of 0.1.0): what systemd really mounts has none.
+        ("lowerdir=/a\\\\b", ["/ab"], None, {}),
+        # A backslash before a comma: the filter's \\ then the kernel's \,
+        ("lowerdir=/x\\\\\\\\\\,y:/z,upperdir=/u\\\\\\\\,workdir=/w", ["/x\\,y", "/z"], "/u\\", {}),
         ("lowerdir=/a\\134b", ["/a134b"], None, {}),
         ("lowerdir=/a::/data1", ["/a"], None, {}),
     ],
@@ -201,12 +209,6 @@ def test_parse_unit_options(value, lowers, upper, options):
     assert opts.readonly == ("ro" in options)
 
 
-def test_section_keys_last_wins_comments_and_percent():
-    text = "[Unit]\nDescription=a\n[Mount]\n# Where=/no\nWhere=/srv/a\nWhere=/srv/100%%\n; x=y\nbroken line\n"
-    assert info.section_keys(text, "Mount") == {"Where": "/srv/100%"}
-    assert info.section_keys(None, "Mount") == {} and info.section_keys(text, "Install") == {}
-
-
 # ---------------------------------------------------------------------------
 # Drift
 # ---------------------------------------------------------------------------
@@ -214,7 +216,7 @@ def test_section_keys_last_wins_comments_and_percent():
 
 def live_line(kw=None, super_extra="", mount_options="rw,nosuid,nodev,relatime", lowers=None, upper=True):
     """The mountinfo line the kernel shows for the overlay of ``units_of(**kw)``."""
-    spec = ov.build_spec({"path": "/srv/app", "lowerdir": ["/opt/v2", "/opt/base"], **(kw or {})})
+    spec = sp.build_spec({"path": "/srv/app", "lowerdir": ["/opt/v2", "/opt/base"], **(kw or {})})
     opts = ["lowerdir=" + ":".join(lowers or spec.lowerdir)]
     if upper and spec.upperdir:
         opts += ["upperdir=" + spec.upperdir, "workdir=" + spec.workdir]
@@ -222,7 +224,7 @@ def live_line(kw=None, super_extra="", mount_options="rw,nosuid,nodev,relatime",
     return "90 22 0:90 / /srv/app %s - overlay overlay %s,%s%s" % (mount_options, ro, ",".join(opts), super_extra)
 
 
-UNIT = ov.unit_name("/srv/app")
+UNIT = nm.unit_name("/srv/app")
 ENABLED = {UNIT: {"LoadState": "loaded", "ActiveState": "active", "SubState": "mounted", "UnitFileState": "enabled"}}
 
 
@@ -267,6 +269,18 @@ def props(unit=UNIT, **kw):
         ({}, None, {}, []),
         ({}, live_line(), props(ActiveState="failed", SubState="failed"), ["unit %s failed (SubState=failed)" % UNIT]),
         ({}, live_line(), props(NeedDaemonReload="yes"), ["unit %s changed on disk but not reloaded" % UNIT]),
+        # A missing persistent upper: the unit's assertion refused the start.
+        (
+            {},
+            None,
+            props(ActiveState="failed", SubState="failed", AssertResult="no"),
+            [
+                "not mounted, but %s is enabled" % UNIT,
+                "%s refused to start: its persistent upper /var/lib/overlayfs/srv_app_" % UNIT,
+                "unit %s failed (SubState=failed)" % UNIT,
+            ],
+        ),
+        ({"upper": "none"}, None, props(UnitFileState="disabled", AssertResult="no"), []),
         ({}, live_line(), props(LoadState="bad-setting"), ["unit %s is not loadable (LoadState=bad-setting)" % UNIT]),
         (
             {},
@@ -278,7 +292,7 @@ def props(unit=UNIT, **kw):
 )
 def test_drift(kw, line, unit_props, expected):
     decl = info.declared_overlays(units_of(**kw))["/srv/app"]
-    top = ov.mount_at(mounts_of(line), "/srv/app") if line else None
+    top = minfo.mount_at(mounts_of(line), "/srv/app") if line else None
     found = info.drift(decl, top, unit_props)
     assert len(found) == len(expected), found
     for message, prefix in zip(found, expected, strict=True):
@@ -292,7 +306,7 @@ def test_drift_of_a_tmpfs_units_failure_and_reload():
     prepare = next(n for n in units if n.endswith(".service"))
     found = info.drift(
         decl,
-        ov.mount_at(mounts_of(live_line({"upper": "tmpfs"})), "/srv/app"),
+        minfo.mount_at(mounts_of(live_line({"upper": "tmpfs"})), "/srv/app"),
         {**ENABLED, tmpfs_unit: {"NeedDaemonReload": "yes"}, prepare: {"ActiveState": "failed", "SubState": "x"}},
     )
     # Units in order: the overlay, then its others sorted (overlayfs-prepare-... before run-...).
@@ -319,7 +333,7 @@ def test_select_paths_and_units_to_show():
     assert info.select_paths(mounts, declared, ["/"], managed_only=True) == []
     names = info.units_to_show(everything, declared)
     assert names[0] == "-.mount" and sorted(units) == sorted(names[1:4])
-    assert ov.unit_name("/var/lib/docker/overlay2/d3ac7a5f/merged") in names
+    assert nm.unit_name("/var/lib/docker/overlay2/d3ac7a5f/merged") in names
     assert len(names) == 5 and len(set(names)) == 5  # the 255-byte name is left out
     assert info.mount_unit(long_point) is None
 

@@ -20,6 +20,8 @@ import tarfile
 
 import pytest
 
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _layercopy as lc
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _oci as oci
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _upper as up
 
 S_DIR, S_REG, S_CHR, S_LNK, S_FIFO = stat.S_IFDIR, stat.S_IFREG, stat.S_IFCHR, stat.S_IFLNK, stat.S_IFIFO
@@ -247,7 +249,7 @@ def read_members(data: bytes, gz: bool = False) -> dict[str, tarfile.TarInfo]:
 def test_oci_layer_entries(plain_layers, compression):
     upper, dummy = plain_layers
     buf = io.BytesIO()
-    stats = up.write_oci_layer(upper, buf, compression)
+    stats = oci.write_oci_layer(upper, buf, compression)
     data = buf.getvalue()
     if compression == "gzip":
         assert data[:2] == b"\x1f\x8b"
@@ -330,7 +332,7 @@ def test_oci_layer_round_trip(plain_layers, tmp_path):
     """Applying the layer onto the lower gives the merged view overlayfs shows."""
     upper, lower = plain_layers
     buf = io.BytesIO()
-    up.write_oci_layer(upper, buf, "gzip")
+    oci.write_oci_layer(upper, buf, "gzip")
     scratch = str(tmp_path / "scratch")
     shutil.copytree(lower, scratch, symlinks=True)
     apply_oci_layer(buf.getvalue(), scratch)
@@ -354,12 +356,12 @@ def test_oci_layer_refuses_lower_references(tmp_path, xattr, what):
     else:
         mkdir(str(upper / "d"), {xattr: b"/old"})
     with pytest.raises(up.UpperError, match=what):
-        up.write_oci_layer(str(upper), io.BytesIO())
+        oci.write_oci_layer(str(upper), io.BytesIO())
 
 
 def test_oci_layer_unknown_compression(tmp_path):
     with pytest.raises(up.UpperError, match="compression"):
-        up.write_oci_layer(str(tmp_path), io.BytesIO(), "zstd")
+        oci.write_oci_layer(str(tmp_path), io.BytesIO(), "zstd")
 
 
 # ---------------------------------------------------------------------------
@@ -392,7 +394,7 @@ def test_copy_tree_preserves_everything(tmp_path):
     mkdir(str(src / "d"), {"user.dir": b"1", "trusted.overlay.opaque": b"y"}, mode=0o750)
     for d in ("d/empty", "d", ""):
         os.utime(str(src / d), ns=(T0 + 1, T0 + 2))
-    stats = up.copy_tree(str(src), dest)
+    stats = lc.copy_tree(str(src), dest)
     assert stats == {"files": 1, "directories": 2, "symlinks": 1, "hardlinks": 1, "specials": 2, "bytes": 5000}
     for rel in ("d/file", "sym", "null", "fifo", "d/empty", "d", "hard"):
         a, b = meta(str(src / rel)), meta(os.path.join(dest, rel))
@@ -411,7 +413,7 @@ def test_copy_tree_refuses_existing_dest(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "dest").mkdir()
     with pytest.raises(FileExistsError):
-        up.copy_tree(str(tmp_path / "src"), str(tmp_path / "dest"))
+        lc.copy_tree(str(tmp_path / "src"), str(tmp_path / "dest"))
 
 
 # ---------------------------------------------------------------------------
@@ -425,13 +427,13 @@ def test_swap_empty_and_restore(tmp_path):
     os.chown(str(d), 1001, 1002)
     os.chmod(str(d), 0o751)
     os.setxattr(str(d), "trusted.overlay.origin", b"o")
-    aside = up.swap_empty(str(d), "discard")
+    aside = lc.swap_empty(str(d), "discard")
     assert os.listdir(str(d)) == [] and os.path.isfile(os.path.join(aside, "x/y"))
     st = os.lstat(str(d))
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1001, 1002, 0o751)
     assert up.read_xattrs(str(d)) == {} or "trusted.overlay.origin" not in up.read_xattrs(str(d))
     assert os.path.dirname(aside) == str(tmp_path) and ".upper.overlayfs-discard-" in aside
-    up.restore_swap(str(d), aside)
+    lc.restore_swap(str(d), aside)
     assert open(str(d / "x/y")).read() == "y\n" and not os.path.exists(aside)
 
 
@@ -440,12 +442,12 @@ def test_swap_empty_with_template(tmp_path):
     write(str(d / "f"), "f")
     mkdir(str(tpl), {"user.look": b"same", "trusted.overlay.uuid": b"u"}, mode=0o705)
     os.utime(str(tpl), ns=(T0, T0))
-    aside = up.swap_empty(str(d), "commit", template=str(tpl))
+    aside = lc.swap_empty(str(d), "commit", template=str(tpl))
     st = os.lstat(str(d))
     assert stat.S_IMODE(st.st_mode) == 0o705 and st.st_mtime_ns == T0
     assert up.read_xattrs(str(d)).get("user.look") == b"same"
     assert "trusted.overlay.uuid" not in up.read_xattrs(str(d))
-    up.remove_tree(aside)
+    lc.remove_tree(aside)
     assert not os.path.exists(aside)
 
 
@@ -466,7 +468,7 @@ def test_dest_problems(dest, problem):
         ("workdir", "/var/lib/overlayfs/x/work"),
         ("lowerdir", "/opt/base"),
     ]
-    problems = up.dest_problems(dest, layers)
+    problems = lc.dest_problems(dest, layers)
     if problem is None:
         assert problems == []
     else:
@@ -487,7 +489,7 @@ def test_mask_lowers_hides_what_the_merged_view_dropped(tmp_path):
     write(str(dest / "dir/new"), "n\n")
     write(str(dest / "was-dir"), "now a file\n")
     os.utime(str(dest / "dir"), ns=(T0, T0))
-    masked = up.mask_lowers(str(dest), [str(l1), str(l2)])
+    masked = lc.mask_lowers(str(dest), [str(l1), str(l2)])
     assert masked == ["dir/l1file", "dir/old", "gone.txt"]
     for rel in masked:
         st = os.lstat(str(dest / rel))
@@ -496,4 +498,4 @@ def test_mask_lowers_hides_what_the_merged_view_dropped(tmp_path):
     assert up.read_xattrs(str(dest / "dir")) == {} or not any(
         k.startswith("trusted.overlay") for k in up.read_xattrs(str(dest / "dir"))
     )
-    assert up.mask_lowers(str(dest), []) == []
+    assert lc.mask_lowers(str(dest), []) == []

@@ -34,8 +34,9 @@ except ImportError:  # ansible-core < 2.19 has no helper: set the arguments the 
             basic._ANSIBLE_ARGS = saved
 
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
 
 MUTATING = ("start", "stop", "restart", "reload", "enable", "disable", "reenable", "daemon-reload")
 
@@ -74,6 +75,18 @@ class FakeHost:
         #: Units whose next start fails once with this stderr (a restart after rollback works).
         self.fail_once: dict[str, str] = {}
         self.util_linux = "2.38.1"
+        #: The overlay module's parameters (/sys/module/overlay/parameters): empty, so every default is off.
+        self.overlay_params = root / "sys" / "module" / "overlay" / "parameters"
+        self.overlay_params.mkdir(parents=True)
+        self.roots = nm.Roots(
+            persistent_base=str(root / "var" / "lib" / "overlayfs"),
+            tmpfs_base=str(root / "run" / "overlayfs"),
+            unit_dir=str(self.unit_dir),
+            mountinfo=str(self.mountinfo),
+            proc=str(self.proc),
+            fstab=str(root / "fstab"),
+            overlay_params=str(self.overlay_params),
+        )
         self.next_id = 200
         self.active: set[str] = set()
 
@@ -98,16 +111,12 @@ class FakeHost:
 
     # -- fake systemd ------------------------------------------------------
     def _mount_section(self, name: str) -> dict[str, str]:
-        text = self.unit_text(name) or ""
-        keys: dict[str, str] = {}
-        for line in (ov.unit_section(text, "Mount") or "").splitlines():
-            k, _sep, v = line.partition("=")
-            keys[k] = v.replace("%%", "%")
-        return keys
+        return un.parse_unit(self.unit_text(name)).values("Mount")
 
     def _mount(self, name: str) -> None:
         keys = self._mount_section(name)
-        opts = ov.split_unescaped(keys["Options"], ",")
+        # What systemd's option filter hands mount(8).
+        opts = minfo.split_unescaped(un.options_from_unit_text(keys["Options"]), ",")
         flags = [o for o in opts if o in ("ro", "nosuid", "nodev", "noexec")]
         mount_opts = ",".join(["ro" if "ro" in flags else "rw"] + [f for f in flags if f != "ro"] + ["relatime"])
         where = keys["Where"]
@@ -156,9 +165,9 @@ class FakeHost:
         if name.endswith(".mount"):
             self._mount(name)
         else:
-            for line in (ov.unit_section(text, "Service") or "").splitlines():
-                if line.startswith("ExecStart="):
-                    os.makedirs(line.rsplit(" ", 1)[1].strip('"'), exist_ok=True)
+            for key, value in un.parse_unit(text).entries("Service"):
+                if key == "ExecStart":
+                    os.makedirs(value.rsplit(" ", 1)[1].strip('"'), exist_ok=True)
         self.active.add(name)
         return 0, "", ""
 
@@ -214,12 +223,8 @@ class FakeHost:
 
 def make_host(tmp_path, monkeypatch) -> FakeHost:
     h = FakeHost(tmp_path)
-    monkeypatch.setattr(conv, "UNIT_DIR", str(h.unit_dir))
-    monkeypatch.setattr(conv, "MOUNTINFO", str(h.mountinfo))
-    monkeypatch.setattr(conv, "PROC_ROOT", str(h.proc))
-    monkeypatch.setattr(conv, "FSTAB", str(tmp_path / "fstab"))
-    monkeypatch.setattr(ov, "PERSISTENT_BASE", str(tmp_path / "var" / "lib" / "overlayfs"))
-    monkeypatch.setattr(ov, "TMPFS_BASE", str(tmp_path / "run" / "overlayfs"))
+    # The one injection point of the host's places: every module_utils file reads them from _names.ROOTS.
+    monkeypatch.setattr(nm, "ROOTS", h.roots)
 
     def exit_json(self, **kw):
         raise AnsibleExitJson(kw)

@@ -12,7 +12,10 @@ from functools import partial
 import pytest
 from fakehost import expect_failed, expect_ok, run_main
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host as hostio
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
 from ansible_collections.overlayfs.systemd.plugins.modules import mount as mod
 
 
@@ -30,20 +33,20 @@ failed = partial(expect_failed, mod.main)
 
 def test_first_run_then_idempotent(host):
     r = ok(params(host))
-    unit = ov.unit_name(host.path("srv/app"))
+    unit = nm.unit_name(host.path("srv/app"))
     assert r["changed"] and r["mounted"] and not r["reboot_required"]
     assert r["unit"] == unit and r["units"] == [unit]
     assert r["unit_path"] == str(host.unit_dir / unit)
     assert host.systemctl("daemon-reload") == [["daemon-reload"]]
     assert ["start", unit] in host.systemctl() and ["enable", unit] in host.systemctl()
     text = host.unit_text(unit)
-    assert text.startswith(ov.HEADER)
+    assert text.startswith(un.HEADER)
     assert stat.S_IMODE(os.stat(host.unit_dir / unit).st_mode) == 0o644
     # upper copies the top lower's mode; work is private
     assert stat.S_IMODE(os.stat(r["upperdir"]).st_mode) == 0o751
     assert stat.S_IMODE(os.stat(r["workdir"]).st_mode) == 0o700
-    oid = ov.overlay_id(host.path("srv/app"))
-    assert r["upperdir"] == "%s/%s/upper" % (ov.PERSISTENT_BASE, oid)
+    oid = nm.overlay_id(host.path("srv/app"))
+    assert r["upperdir"] == "%s/%s/upper" % (nm.ROOTS.persistent_base, oid)
     assert stat.S_IMODE(os.stat(os.path.dirname(r["upperdir"])).st_mode) == 0o700
     assert r["options"][0] == "lowerdir=%s:%s" % (host.path("opt/app/v2"), host.path("opt/app/base"))
     assert not [f for f in os.listdir(host.unit_dir) if f.endswith(".tmp")]
@@ -59,10 +62,10 @@ def test_check_mode_touches_nothing(host):
     assert r["changed"] and not r["mounted"]
     assert any(a.startswith("write ") for a in r["actions"])
     assert os.listdir(host.unit_dir) == []
-    assert not os.path.exists(ov.PERSISTENT_BASE)
+    assert not os.path.exists(nm.ROOTS.persistent_base)
     assert host.mutating() == []
     (d,) = r["diff"]
-    assert d["before"] == "" and d["after"].startswith(ov.HEADER)
+    assert d["before"] == "" and d["after"].startswith(un.HEADER)
     assert d["after_header"].endswith(r["unit"])
 
 
@@ -90,13 +93,13 @@ def test_changed_lowers_restart(host):
     verbs = [c[0] for c in host.mutating()]
     assert verbs == ["stop", "daemon-reload", "start"]
     assert ["reload", unit] not in host.systemctl()
-    live = ov.mount_at(ov.parse_mountinfo(host.mountinfo.read_text()), host.path("srv/app"))
-    assert ov.parse_overlay_options(live.super_options).lowerdir[0] == host.path("opt/app/v3")
+    live = minfo.mount_at(minfo.parse_mountinfo(host.mountinfo.read_text()), host.path("srv/app"))
+    assert minfo.parse_overlay_options(live.super_options).lowerdir[0] == host.path("opt/app/v3")
 
 
 def test_busy_overlay_fails_and_changes_nothing(host):
     ok(params(host))
-    unit_path = host.unit_dir / ov.unit_name(host.path("srv/app"))
+    unit_path = host.unit_dir / nm.unit_name(host.path("srv/app"))
     before = unit_path.read_bytes()
     d = host.proc / "4242"
     (d / "fd").mkdir(parents=True)
@@ -106,6 +109,11 @@ def test_busy_overlay_fails_and_changes_nothing(host):
     r = failed(params(host, lowerdir=[host.path("opt/app/v3"), host.path("opt/app/base")]))
     assert "4242" in r["msg"] and "bash" in r["msg"] and "nothing was changed" in r["msg"]
     assert r["holders"] == [{"pid": 4242, "comm": "bash", "reason": "cwd"}]
+    assert r["msg"] == (
+        "overlay %s is busy, refusing to stop it; nothing was changed. In use by: pid 4242 (bash): cwd. "
+        "Stop these processes or unmount these, or use apply: next_boot" % host.path("srv/app")
+    )
+    assert r["param"] == "apply"
     assert unit_path.read_bytes() == before
     assert host.mutating() == []
     assert r["mounted"]
@@ -120,20 +128,20 @@ def test_busy_by_submount(host):
 
 
 def test_failed_start_rolls_back_new_unit(host):
-    unit = ov.unit_name(host.path("srv/app"))
+    unit = nm.unit_name(host.path("srv/app"))
     host.fail_start[unit] = "Job for %s failed because the control process exited with error code.\n" % unit
     r = failed(params(host))
     assert "Job for" in r["msg"] and r["stderr"].startswith("Job for")
     assert "wrong fs type" in r["journal"]
     assert host.unit_text(unit) is None
-    assert not os.path.exists(ov.PERSISTENT_BASE)
+    assert not os.path.exists(nm.ROOTS.persistent_base)
     assert len(host.systemctl("daemon-reload")) == 2
     assert not r["mounted"]
 
 
 def test_failed_restart_restores_previous_unit_and_mount(host):
     ok(params(host))
-    unit = ov.unit_name(host.path("srv/app"))
+    unit = nm.unit_name(host.path("srv/app"))
     before = host.unit_text(unit)
     real_start = host._start
     calls = []
@@ -149,12 +157,12 @@ def test_failed_restart_restores_previous_unit_and_mount(host):
     assert "rolled back" in r["msg"]
     assert host.unit_text(unit) == before
     assert r["mounted"]
-    live = ov.mount_at(ov.parse_mountinfo(host.mountinfo.read_text()), host.path("srv/app"))
-    assert ov.parse_overlay_options(live.super_options).lowerdir[0] == host.path("opt/app/v2")
+    live = minfo.mount_at(minfo.parse_mountinfo(host.mountinfo.read_text()), host.path("srv/app"))
+    assert minfo.parse_overlay_options(live.super_options).lowerdir[0] == host.path("opt/app/v2")
 
 
 def test_verification_failure_rolls_back(host):
-    unit = ov.unit_name(host.path("srv/app"))
+    unit = nm.unit_name(host.path("srv/app"))
     real_mount = host._mount
 
     def readonly_mount(name):
@@ -214,7 +222,7 @@ def test_absent_purge_explicit_dirs(host):
 
 
 def test_absent_leaves_unmanaged_unit(host):
-    unit = ov.unit_name(host.path("srv/app"))
+    unit = nm.unit_name(host.path("srv/app"))
     (host.unit_dir / unit).write_text("[Mount]\nWhat=/dev/sdb1\nWhere=%s\n" % host.path("srv/app"))
     r = ok({"path": host.path("srv/app"), "state": "absent"})
     assert not r["changed"]
@@ -223,14 +231,14 @@ def test_absent_leaves_unmanaged_unit(host):
 
 def test_tmpfs_upper(host):
     r = ok(params(host, upper="tmpfs", tmpfs_size="50%"))
-    oid = ov.overlay_id(host.path("srv/app"))
-    tmpfs_unit = ov.unit_name(os.path.join(ov.TMPFS_BASE, oid))
+    oid = nm.overlay_id(host.path("srv/app"))
+    tmpfs_unit = nm.unit_name(os.path.join(nm.ROOTS.tmpfs_base, oid))
     prep = "overlayfs-prepare-%s.service" % oid
     assert r["units"] == [r["unit"], tmpfs_unit, prep]
     assert "size=50%%" in host.unit_text(tmpfs_unit)
     assert "ExecStart=/usr/bin/install -d -m 0751" in host.unit_text(prep)
-    assert r["mounted"] and r["upperdir"] == os.path.join(ov.TMPFS_BASE, oid, "upper")
-    assert not os.path.exists(ov.PERSISTENT_BASE)
+    assert r["mounted"] and r["upperdir"] == os.path.join(nm.ROOTS.tmpfs_base, oid, "upper")
+    assert not os.path.exists(nm.ROOTS.persistent_base)
     host.commands.clear()
     r2 = ok(params(host, upper="tmpfs", tmpfs_size="50%"))
     assert not r2["changed"] and host.mutating() == []
@@ -350,6 +358,59 @@ def test_per_value_limit_with_new_util_linux(host):
     assert ok(params(host, lowerdir=[deep, host.path("opt/app/base")]))["mounted"]
 
 
+def long_stack(host) -> list[str]:
+    """Five lowers of about 100 bytes: each fits fsconfig's 255 bytes, the lowerdir= list does not."""
+    lowers = [host.path("opt/%s%d" % ("L" * 75, i)) for i in range(5)]
+    for low in lowers:
+        os.makedirs(low)
+    return lowers
+
+
+@pytest.mark.parametrize("kernel, util_linux", [((6, 8), "2.41.1"), ((6, 18), "2.39.3")])
+def test_long_stack_one_lowerdir_add_a_layer(host, monkeypatch, kernel, util_linux):
+    monkeypatch.setattr(hostio, "kernel_version", lambda release: kernel)
+    host.util_linux = util_linux
+    lowers = long_stack(host)
+    r = ok(params(host, lowerdir=lowers))
+    assert r["changed"] and r["mounted"]
+    assert r["options"][: len(lowers)] == ["lowerdir+=" + x for x in lowers]
+    mounts = minfo.parse_mountinfo(host.mountinfo.read_text())
+    live = minfo.parse_overlay_options(minfo.mount_at(mounts, host.path("srv/app")).super_options)
+    assert live.lowerdir == lowers
+    assert not ok(params(host, lowerdir=lowers))["changed"]
+
+
+@pytest.mark.parametrize(
+    "kernel, odd, reason",
+    [((6, 5), "", "needs kernel 6.8 (this host: 6.5)"), ((6, 8), ",", "cannot carry the ',' or")],
+)
+def test_long_stack_refused_with_the_reason(host, monkeypatch, kernel, odd, reason):
+    monkeypatch.setattr(hostio, "kernel_version", lambda release: kernel)
+    host.util_linux = "2.41.1"
+    lowers = long_stack(host)
+    if odd:
+        os.rename(lowers[0], lowers[0] + odd + "x")
+        lowers[0] += odd + "x"
+    r = failed(params(host, lowerdir=lowers))
+    assert r["param"] == "lowerdir" and "fsconfig" in r["msg"] and reason in r["msg"], r["msg"]
+
+
+def test_unit_of_debian_12_repaired_after_the_upgrade(host, monkeypatch):
+    """A long stack written with util-linux 2.38 (one lowerdir= list) cannot mount on 2.41: rewritten and started."""
+    monkeypatch.setattr(hostio, "kernel_version", lambda release: (6, 12))
+    lowers = long_stack(host)
+    first = ok(params(host, lowerdir=lowers))
+    assert first["options"][0].startswith("lowerdir=")
+    # The upgrade's reboot: the unit with the lowerdir= list failed at boot.
+    host._unmount(first["unit"])
+    host.active.discard(first["unit"])
+    host.util_linux = "2.41.1"
+    r = ok(params(host, lowerdir=lowers))
+    assert r["changed"] and r["mounted"]
+    assert "lowerdir+=%s," % lowers[0] in host.unit_text(first["unit"])
+    assert not ok(params(host, lowerdir=lowers))["changed"]
+
+
 def test_explicit_owner_mode_enforced_on_existing_upper(host):
     up, work = host.path("data/up"), host.path("data/work")
     ok(params(host, upperdir=up, workdir=work))
@@ -388,3 +449,28 @@ def test_absent_in_check_mode_changes_nothing(host):
     assert any(a.startswith("purge ") for a in r["actions"])
     assert host.mutating() == []
     assert host.unit_text(r["unit"]) is not None and os.path.isdir(r["upperdir"])
+
+
+def as_written_by_main(host, name):
+    """Turn a unit into what 0.1.0 wrote: the same text without the declaration line."""
+    path = host.unit_dir / name
+    text = path.read_text()
+    path.write_text("".join(x for x in text.splitlines(True) if not x.startswith(un.X_PREFIX + "Declaration=")))
+    return text
+
+
+@pytest.mark.parametrize("upper", ["persistent", "tmpfs"])
+def test_unit_of_main_is_upgraded_in_place(host, upper):
+    """A live overlay whose unit main wrote: one write and a daemon-reload, no restart, then idempotent."""
+    ok(params(host, upper=upper))
+    unit = nm.unit_name(host.path("srv/app"))
+    new_text = as_written_by_main(host, unit)
+    host.commands.clear()
+    checked = ok(params(host, upper=upper), check_mode=True)
+    assert checked["changed"] and checked["actions"] == ["write %s" % unit, "daemon-reload"]
+    assert host.mutating() == []
+    r = ok(params(host, upper=upper))
+    assert r["changed"] and r["actions"] == ["write %s" % unit, "daemon-reload"] and r["mounted"]
+    assert host.mutating() == [["daemon-reload"]]
+    assert host.unit_text(unit) == new_text
+    assert ok(params(host, upper=upper))["changed"] is False

@@ -18,7 +18,8 @@ import yaml
 from ansible.module_utils import basic
 from fakehost import AnsibleExitJson, AnsibleFailJson, run_main
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host as hostio
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.modules import mount
 from ansible_collections.overlayfs.systemd.plugins.modules import mount_info as mod
 
@@ -62,7 +63,7 @@ class FakeShow:
 
 @pytest.fixture
 def show(host, monkeypatch):
-    # make_host points _converge.UNIT_DIR and MOUNTINFO, which mount_info reads too, at the fake host.
+    # make_host points _names.ROOTS (unit directory, mountinfo), which mount_info reads too, at the fake host.
     fake = FakeShow(host)
     monkeypatch.setattr(host, "run_command", fake)
     (host.root / "opt" / "app" / "v3" / "x.txt").write_text("v3\n")
@@ -104,12 +105,12 @@ def test_three_overlays_reported_exactly(host, show, monkeypatch):
         assert entry["lowerdir"] == lowers and entry["datadir"] == []
         assert entry["managed"] and entry["mounted"] and entry["enabled"] and entry["drift"] == []
         assert (entry["active_state"], entry["sub_state"]) == ("active", "mounted")
-        assert entry["unit"] == ov.unit_name(entry["path"])
+        assert entry["unit"] == nm.unit_name(entry["path"])
         assert entry["unit_path"] == str(host.unit_dir / entry["unit"])
         assert entry["options"] == {"nosuid": None, "nodev": None, "relatime": None}
-    assert tmp["upper"] == "tmpfs" and tmp["upperdir"].startswith(ov.TMPFS_BASE + "/")
+    assert tmp["upper"] == "tmpfs" and tmp["upperdir"].startswith(nm.ROOTS.tmpfs_base + "/")
     assert tmp["tmpfs"]["path"] == os.path.dirname(tmp["upperdir"]) and tmp["tmpfs"]["percent"] == 2.3
-    assert persist["upper"] == "persistent" and persist["upperdir"].startswith(ov.PERSISTENT_BASE + "/")
+    assert persist["upper"] == "persistent" and persist["upperdir"].startswith(nm.ROOTS.persistent_base + "/")
     assert persist["tmpfs"] is None and not persist["readonly"]
     assert ro["upper"] == "none" and ro["readonly"] and ro["upperdir"] is None and ro["workdir"] is None
     root = rep["/"]
@@ -131,8 +132,8 @@ def test_drift_reported(host, show):
         for x in lines
     ]
     host.mountinfo.write_text("".join(hand))
-    host._stop(ov.unit_name(ro))
-    tmp_units = ov.candidate_units(tmp)
+    host._stop(nm.unit_name(ro))
+    tmp_units = nm.candidate_units(tmp)
     show.need_reload.add(tmp_units[0])
     show.failed.add(tmp_units[2])
     rep = by_path(info(managed_only=True))
@@ -142,7 +143,7 @@ def test_drift_reported(host, show):
         % (host.path("opt/app/base"), host.path("opt/app/v2"), host.path("opt/app/base"))
     ]
     assert not rep[ro]["mounted"] and rep[ro]["lowerdir"] == [host.path("opt/app/v2"), host.path("opt/app/base")]
-    assert rep[ro]["drift"] == ["not mounted, but %s is enabled (mounted at boot)" % ov.unit_name(ro)]
+    assert rep[ro]["drift"] == ["not mounted, but %s is enabled (mounted at boot)" % nm.unit_name(ro)]
     assert rep[tmp]["drift"] == [
         "unit %s changed on disk but not reloaded (NeedDaemonReload=yes); run systemctl daemon-reload" % tmp_units[0],
         "unit %s failed (SubState=failed); see journalctl -u %s" % (tmp_units[2], tmp_units[2]),
@@ -201,7 +202,7 @@ def test_unit_dir_masks_and_foreign_files_are_skipped(host, show):
     (host.unit_dir / "local-fs.target.wants").mkdir()
     (host.unit_dir / "foreign.mount").write_text("[Mount]\nWhat=overlay\nWhere=/srv/foreign\nType=overlay\n")
     assert list(by_path(info(managed_only=True))) == [host.path("srv/app")]
-    assert mod.unit_files(str(host.root / "missing")) == {}
+    assert hostio.unit_files(str(host.root / "missing")) == {}
 
 
 def test_return_documents_every_key(host, show):

@@ -10,7 +10,9 @@ from functools import partial
 
 from fakehost import expect_failed, expect_ok, run_main
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
 from ansible_collections.overlayfs.systemd.plugins.modules import mounts as mod
 
 N = 12
@@ -37,7 +39,7 @@ failed = partial(expect_failed, mod.main)
 
 
 def live(host, path):
-    return ov.mount_at(ov.parse_mountinfo(host.mountinfo.read_text()), path)
+    return minfo.mount_at(minfo.parse_mountinfo(host.mountinfo.read_text()), path)
 
 
 def test_many_overlays_one_daemon_reload_then_no_change(host):
@@ -52,11 +54,11 @@ def test_many_overlays_one_daemon_reload_then_no_change(host):
         assert res["unit"] in host.enabled
     # The aggregate target requires and orders after every overlay, then is enabled and started.
     text = host.unit_text("overlays.target")
-    units = [ov.unit_name(i["path"]) for i in items]
+    units = [nm.unit_name(i["path"]) for i in items]
     assert r["target"]["requires"] == units
     for u in units:
         assert "Requires=%s" % u in text.splitlines() and "After=%s" % u in text.splitlines()
-    assert "WantedBy=multi-user.target" in text and text.startswith(ov.HEADER)
+    assert "WantedBy=multi-user.target" in text and text.startswith(un.HEADER)
     assert "overlays.target" in host.enabled and "overlays.target" in host.active
 
     host.commands.clear()
@@ -70,7 +72,7 @@ def test_check_mode_changes_nothing(host):
     r = ok({"overlays": kiosk(host), "target": "overlays.target"}, check_mode=True, diff=True)
     assert r["changed"] and all(x["changed"] and not x["mounted"] for x in r["results"])
     assert os.listdir(host.unit_dir) == []
-    assert not os.path.exists(ov.PERSISTENT_BASE)
+    assert not os.path.exists(nm.ROOTS.persistent_base)
     assert host.mutating() == []
     headers = [d["after_header"] for d in r["diff"]]
     assert str(host.unit_dir / "overlays.target") in headers
@@ -125,7 +127,7 @@ def test_exclusive_removes_undeclared_and_keeps_data(host):
     with open(os.path.join(upper, "data.txt"), "w") as fh:  # what a write through the overlay leaves
         fh.write("keep me\n")
     # An overlay unit this collection did not write is never removed.
-    foreign = ov.unit_name(host.path("srv/foreign"))
+    foreign = nm.unit_name(host.path("srv/foreign"))
     (host.unit_dir / foreign).write_text("[Mount]\nWhat=/dev/sdb1\nWhere=%s\n" % host.path("srv/foreign"))
 
     host.commands.clear()
@@ -137,10 +139,10 @@ def test_exclusive_removes_undeclared_and_keeps_data(host):
     assert r["changed"] and sorted(r["removed"]) == sorted([items[0]["path"], items[3]["path"]])
     assert len(host.systemctl("daemon-reload")) == 1
     assert live(host, items[0]["path"]) is None and live(host, items[1]["path"]) is not None
-    assert host.unit_text(ov.unit_name(items[0]["path"])) is None
+    assert host.unit_text(nm.unit_name(items[0]["path"])) is None
     assert os.path.exists(os.path.join(upper, "data.txt"))
     assert host.unit_text(foreign) is not None
-    assert r["target"]["requires"] == [ov.unit_name(i["path"]) for i in items[1:3]]
+    assert r["target"]["requires"] == [nm.unit_name(i["path"]) for i in items[1:3]]
     # Stopping a required overlay stopped the target; the module started it again.
     assert "overlays.target" in host.active
 
@@ -170,7 +172,7 @@ def test_exclusive_removes_stale_target(host):
 def test_busy_item_reported_others_converged(host):
     items = kiosk(host, 3)
     ok({"overlays": items, "target": "overlays.target"})
-    before = host.unit_text(ov.unit_name(items[0]["path"]))
+    before = host.unit_text(nm.unit_name(items[0]["path"]))
     d = host.proc / "4242"
     (d / "fd").mkdir(parents=True)
     (d / "comm").write_text("kiosk\n")
@@ -183,11 +185,11 @@ def test_busy_item_reported_others_converged(host):
     busy, *others = r["results"]
     assert busy["failed"] and busy["holders"] == [{"pid": 4242, "comm": "kiosk", "reason": "cwd"}]
     assert not busy["changed"] and busy["mounted"]
-    assert host.unit_text(ov.unit_name(items[0]["path"])) == before
-    assert ["stop", ov.unit_name(items[0]["path"])] not in host.systemctl()
+    assert host.unit_text(nm.unit_name(items[0]["path"])) == before
+    assert ["stop", nm.unit_name(items[0]["path"])] not in host.systemctl()
     for item, res in zip(items[1:], others, strict=True):
         assert res["changed"] and res["mounted"] and not res.get("failed")
-        opts = ov.parse_overlay_options(live(host, item["path"]).super_options)
+        opts = minfo.parse_overlay_options(live(host, item["path"]).super_options)
         assert opts.lowerdir[0] == host.path("opt/app/v3")
     assert r["changed"]
     assert len(host.systemctl("daemon-reload")) == 1
@@ -195,7 +197,7 @@ def test_busy_item_reported_others_converged(host):
 
 def test_failed_activation_rolls_back_that_item_only(host):
     items = kiosk(host, 3)
-    bad = ov.unit_name(items[2]["path"])
+    bad = nm.unit_name(items[2]["path"])
     host.fail_start[bad] = "Job for %s failed.\n" % bad
     r = failed({"overlays": items, "target": "overlays.target"})
     assert "1 of 3 overlays failed" in r["msg"] and "rolled back" in r["msg"]

@@ -20,7 +20,9 @@ from functools import partial
 import pytest
 from fakehost import expect_failed, expect_ok
 
-from ansible_collections.overlayfs.systemd.plugins.module_utils import _overlay as ov
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
 from ansible_collections.overlayfs.systemd.plugins.modules import mount as mount_mod
 from ansible_collections.overlayfs.systemd.plugins.modules import upper as mod
 
@@ -28,13 +30,10 @@ ok = partial(expect_ok, mod.main)
 failed = partial(expect_failed, mod.main)
 
 
-@pytest.fixture(autouse=True)
-def kernel_defaults(tmp_path, monkeypatch):
-    """The overlay module's defaults: off, unless a test writes its own (not the host's /sys)."""
-    params_dir = tmp_path / "sys-overlay"
-    params_dir.mkdir()
-    monkeypatch.setattr(mod, "OVERLAY_PARAMS", str(params_dir))
-    return params_dir
+@pytest.fixture
+def kernel_defaults(host):
+    """The overlay module's defaults: off, unless a test writes its own (the fake host's, not the host's /sys)."""
+    return host.overlay_params
 
 
 def mount_params(host, **kw):
@@ -99,7 +98,7 @@ def test_inspected_on_a_stopped_overlay(host, app):
 def test_unmanaged_and_missing_units_are_refused(host):
     r = failed({"path": host.path("srv/app")})
     assert "does not exist" in r["msg"] and r["param"] == "path"
-    unit = ov.unit_name(host.path("srv/app"))
+    unit = nm.unit_name(host.path("srv/app"))
     (host.unit_dir / unit).write_text("[Mount]\nWhat=overlay\nWhere=%s\nType=overlay\n" % host.path("srv/app"))
     r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": unit})
     assert "not written by overlayfs.systemd" in r["msg"]
@@ -168,6 +167,10 @@ def test_discarded_busy_overlay_is_refused(host, app):
     os.symlink(host.path("srv/app/new.txt"), d / "fd" / "3")
     r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
     assert "busy" in r["msg"] and "kiosk" in r["msg"] and "next_boot" not in r["msg"]
+    assert r["msg"] == (
+        "overlay %s is busy, refusing to stop it; nothing was changed. In use by: pid 4242 (kiosk): fd 3 %s. "
+        "Stop these processes or unmount these" % (host.path("srv/app"), host.path("srv/app/new.txt"))
+    )
     assert r["holders"] == [{"pid": 4242, "comm": "kiosk", "reason": "fd 3 %s" % host.path("srv/app/new.txt")}]
     assert len(os.listdir(app["upperdir"])) == 4 and host.mutating() == []
 
@@ -213,8 +216,8 @@ def test_committed(host, app):
     assert r["actions"][0] == "copy %s to %s" % (host.path("srv/app"), dest)
     assert r["actions"].index("empty %s" % app["upperdir"]) < r["actions"].index("start %s" % app["unit"])
     assert r["diff"][0]["before"].startswith("+ cache/fresh") and "v2" in r["diff"][1]["before"]
-    live = ov.mount_at(ov.parse_mountinfo(host.mountinfo.read_text()), host.path("srv/app"))
-    assert ov.parse_overlay_options(live.super_options).lowerdir == lowers
+    live = minfo.mount_at(minfo.parse_mountinfo(host.mountinfo.read_text()), host.path("srv/app"))
+    assert minfo.parse_overlay_options(live.super_options).lowerdir == lowers
     # again: dest is the top lower and the upper is empty
     host.commands.clear()
     r2 = ok(args)
@@ -354,3 +357,16 @@ def test_discarded_refuses_an_upper_another_overlay_mounts(host, app):
     r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
     assert "still mounted at /srv/intruder" in r["msg"] and "put back" in r["msg"]
     assert len(os.listdir(app["upperdir"])) == 4
+
+
+def test_units_of_main_are_read_like_new_ones(host, app):
+    """A unit main wrote (no declaration): inspected reports the same, committed restacks from its parameters."""
+    new_result = ok({"path": host.path("srv/app")})
+    unit_path = host.unit_dir / app["unit"]
+    text = unit_path.read_text()
+    unit_path.write_text("".join(x for x in text.splitlines(True) if not x.startswith(un.X_PREFIX + "Declaration=")))
+    assert ok({"path": host.path("srv/app")}) == new_result
+    dest = host.path("var/layers/app-1")
+    r = ok({"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]})
+    assert r["lowerdir"] == [dest, host.path("opt/app/v2"), host.path("opt/app/base")]
+    assert un.read_declaration(unit_path.read_text())["lowerdir"] == r["lowerdir"]
