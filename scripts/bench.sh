@@ -7,14 +7,25 @@
 #   scripts/bench.sh docker-down stop dockerd only if docker-up started it
 #   scripts/bench.sh image       build and import the base image unless an identical one exists
 #   scripts/bench.sh up          deps + docker-up + image
+#
+# OVERLAYFS_DEBIAN selects the release of the image (12: bookworm, the
+# default; 13: trixie); each release has its own image repository
+# (overlayfs-systemd/debian12, overlayfs-systemd/debian13) built from the same
+# package set, so `OVERLAYFS_DEBIAN=13 scripts/bench.sh image` adds the
+# Debian 13 image next to the Debian 12 one.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/lib.sh
 . "$HERE/lib.sh"
 
-IMAGE_REPO=${OVERLAYFS_BENCH_IMAGE_REPO:-overlayfs-systemd/debian12}
-SUITE=${OVERLAYFS_BENCH_SUITE:-bookworm}
+DEBIAN=${OVERLAYFS_DEBIAN:-12}
+case "$DEBIAN" in
+  12) SUITE=bookworm ;;
+  13) SUITE=trixie ;;
+  *) die "OVERLAYFS_DEBIAN=$DEBIAN: the bench builds Debian 12 or 13" ;;
+esac
+IMAGE_REPO=overlayfs-systemd/debian$DEBIAN
 MIRROR=${OVERLAYFS_BENCH_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=systemd,systemd-sysv,dbus,python3,util-linux,procps,psmisc,attr,kmod,coreutils,findutils,tar,gzip
 # Units that make no sense in a container and slow the boot: masked.
@@ -147,7 +158,7 @@ case "${1:-up}" in
   deps) timed "bench deps" deps ;;
   docker-up) timed "bench docker-up" docker_up ;;
   docker-down) timed "bench docker-down" docker_down ;;
-  image) timed "bench image" image ;;
-  up) timed "bench deps" deps; timed "bench docker-up" docker_up; timed "bench image" image ;;
+  image) timed "bench image debian$DEBIAN" image ;;
+  up) timed "bench deps" deps; timed "bench docker-up" docker_up; timed "bench image debian$DEBIAN" image ;;
   *) die "usage: $0 deps|docker-up|docker-down|image|up" ;;
 esac

@@ -67,6 +67,9 @@ timed "collection build+install" scripts/build_install.sh
 # notes, then the documentation site loaded in a browser (scripts/publish.sh).
 timed "galaxy-importer + release notes" scripts/publish.sh check
 timed "docs site + browser check" scripts/publish.sh docs
+# -- matrix (issue 12): sanity + units under the older controllers; the main
+# steps above are ansible-core 2.19 (see docs/testing.md "Tested matrix").
+for v in 2.16 2.17 2.18; do scripts/controllers.sh test "$v"; done
 if [ "${OVERLAYFS_SKIP_MOLECULE:-0}" != 1 ]; then
   # One Docker suite at a time on a machine: wait for others holding the
   # bench lock (developers' runs); released when this script exits.
@@ -78,6 +81,12 @@ if [ "${OVERLAYFS_SKIP_MOLECULE:-0}" != 1 ]; then
     scenario=$(basename "$(dirname "$scenario_file")")
     timed "molecule $scenario" molecule test -s "$scenario"
   done
+  # -- matrix (issue 12): the main scenarios on Debian 13, one on the oldest controller.
+  OVERLAYFS_DEBIAN=13 scripts/bench.sh image
+  for scenario in mount mount_info overlays upper bench escaping; do
+    timed "molecule $scenario (debian 13)" env OVERLAYFS_DEBIAN=13 molecule test -s "$scenario"
+  done
+  scripts/controllers.sh molecule 2.16 mount
 fi
 if [ "${OVERLAYFS_SKIP_VM:-${OVERLAYFS_SKIP_MOLECULE:-0}}" != 1 ]; then
   # Real boots of a Debian 12 VM (qemu, TCG): the readonly_root role across

@@ -33,8 +33,12 @@ options:
       - The read-only layers, top-most first. At least one (two with O(upper=none)), at most 500, no duplicates,
         none nested in another.
       - With O(state=mounted) every lower must exist and be a directory.
-      - C(,) C(:) and C(\) in paths are escaped for the kernel. With util-linux 2.39 or later, C(mount) passes
-        each option separately and a comma in a path may not survive; the module warns.
+      - C(,) C(:) C(\) C(%) and spaces in paths are escaped for the kernel and for systemd's option filter
+        (tested on Debian 12 and 13). With util-linux 2.39 and 2.40 (not tested), C(mount) may split a comma in a
+        path; the module warns there.
+      - With util-linux 2.39 or later (new mount API, at most 255 bytes a value) a C(lowerdir=) list longer than
+        that is written as one C(lowerdir+=) option a layer where the kernel is 6.8 or later and no path holds
+        C(,) or C(\); elsewhere it is refused with the reason.
       - Required unless O(state=absent).
     type: list
     elements: str

@@ -45,6 +45,7 @@ class HostFacts:
     enabled_now: bool
     pending_reload: bool
     util_linux: tuple[int, int] | None = None
+    kernel: tuple[int, int] | None = None
     #: Lower layer -> "" (a directory), "does not exist" or "is not a directory".
     lowers: dict[str, str] = field(default_factory=dict)
     #: st_dev of the nearest existing ancestors of a persistent upperdir and workdir (None: unreadable).

@@ -17,6 +17,7 @@ import errno
 import grp
 import os
 import pwd
+import re
 import stat
 import tempfile
 from collections.abc import Callable
@@ -53,6 +54,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     OverlaySpec,
+    choose_lower_form,
     resolve_ownership,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
@@ -516,6 +518,8 @@ def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo
         return facts
     facts.spec = resolve_ids(spec)
     facts.util_linux = sd.util_linux_version()
+    facts.kernel = kernel_version(os.uname().release)
+    facts.spec = choose_lower_form(facts.spec, facts.util_linux, facts.kernel)
     _observe_layers(facts.spec, facts)
     if live is not None:
         facts.layer_drift = layer_drift_of(
@@ -526,6 +530,12 @@ def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo
             live=_mountinfo.parse_overlay_options(live.super_options, live.mount_options),
         )
     return facts
+
+
+def kernel_version(release: str) -> tuple[int, int] | None:
+    """(major, minor) of a kernel release string such as ``6.18.44-fc``; None if it has none."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def _observe_layers(spec: OverlaySpec, facts: HostFacts) -> None:

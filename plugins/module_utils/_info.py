@@ -43,11 +43,21 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
     is_managed,
+    options_from_unit_text,
     parse_unit,
 )
 
 #: The systemd properties the report reads, in one ``systemctl show`` call.
-SHOW_PROPS = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState", "NeedDaemonReload", "FragmentPath")
+SHOW_PROPS = (
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "UnitFileState",
+    "NeedDaemonReload",
+    "FragmentPath",
+    "AssertResult",
+)
 
 #: Overlay features the kernel shows on its own (defaults from its build
 #: configuration or module parameters); compared only when the unit sets them.
@@ -88,12 +98,14 @@ class DeclaredOverlay:
 def parse_unit_options(value: str) -> OverlayOptions:
     """Parse an overlay ``Options=`` value as written in a unit file.
 
-    The unit keeps the overlay escapes (``\\,`` ``\\:`` ``\\\\``); each
+    The unit keeps the overlay escapes (``\\,`` ``\\:`` ``\\\\``), a literal
+    backslash's ``\\\\`` written twice for systemd's option filter
+    (``_units.options_unit_text``); after undoing that filter, each
     comma-separated piece is re-encoded the way mountinfo shows it (octal
     escapes) and handed to ``_overlay.parse_overlay_options``, so both
     sources go through one parser.
     """
-    pieces = split_unescaped(value, ",")
+    pieces = split_unescaped(options_from_unit_text(value), ",")
     encoded = ",".join("".join("\\%03o" % ord(c) if c in _MOUNTINFO_ESCAPED else c for c in p) for p in pieces)
     return parse_overlay_options(encoded)
 
@@ -263,6 +275,11 @@ def _state_drift(decl: DeclaredOverlay, props: Mapping[str, Mapping[str, str]], 
     main = props.get(decl.unit, {})
     if not mounted and main.get("UnitFileState") in ("enabled", "enabled-runtime"):
         out.append("not mounted, but %s is enabled (mounted at boot)" % decl.unit)
+    if not mounted and decl.upper == "persistent" and main.get("AssertResult") == "no":
+        out.append(
+            "%s refused to start: its persistent upper %s is missing (AssertPathIsDirectory=); "
+            "restore it, then systemctl start %s" % (decl.unit, decl.layers.upperdir, decl.unit)
+        )
     for name in decl.units:
         p = props.get(name, {})
         if p.get("LoadState") in ("error", "bad-setting", "masked"):

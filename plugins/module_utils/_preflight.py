@@ -33,6 +33,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     NEW_API_VALUE_MAX,
     OverlaySpec,
     check_option_limits,
+    lower_add_blocker,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._units import (
     parse_unit,
@@ -68,7 +69,7 @@ def preflight(spec: OverlaySpec, facts: HostFacts) -> list[str]:
     warnings += lower_overlap_warnings(spec, facts.mounts)
     if facts.mount_point is not None:
         check_mount_point(spec, facts.mount_point)
-    warnings += check_option_sizes(spec, facts.util_linux)
+    warnings += check_option_sizes(spec, facts.util_linux, facts.kernel)
     if facts.fstab is not None:
         warnings.append(
             "%s also appears in %s; a unit in /etc/systemd/system takes precedence, remove the fstab line"
@@ -190,14 +191,30 @@ def check_mount_point(spec: OverlaySpec, mp: MountPoint) -> None:
         )
 
 
-def check_option_sizes(spec: OverlaySpec, util_linux: tuple[int, int] | None) -> list[str]:
-    """The option string within the mount syscall's limits for this util-linux."""
+#: util-linux releases whose libmount may split an escaped comma in a layer
+#: path (new mount API, before 2.41); 2.38 and 2.41 are tested to pass it whole.
+COMMA_SPLIT_UTIL_LINUX = ((2, 39), (2, 41))
+
+
+def check_option_sizes(
+    spec: OverlaySpec, util_linux: tuple[int, int] | None, kernel: tuple[int, int] | None = None
+) -> list[str]:
+    """The option string within the mount syscall's limits for this util-linux (and why lowerdir+= cannot help)."""
     per_value = NEW_API_VALUE_MAX if util_linux is not None and util_linux >= (2, 39) else None
-    check_option_limits(render_options(spec), per_value)
-    if per_value is not None:
+    try:
+        check_option_limits(render_options(spec), per_value)
+    except OverlayError as exc:
+        blocker = lower_add_blocker(spec, util_linux, kernel) if exc.param == "lowerdir" and per_value else None
+        if blocker is None:
+            raise
+        raise OverlayError("%s; %s" % (exc, blocker), exc.param) from None
+    if util_linux is not None and COMMA_SPLIT_UTIL_LINUX[0] <= util_linux < COMMA_SPLIT_UTIL_LINUX[1]:
         layers = list(spec.lowerdir) + [x for x in (spec.upperdir, spec.workdir) if x]
         if any("," in x for x in layers):
-            return ["a layer path contains ','; util-linux >= 2.39 passes options one by one and may split it"]
+            return [
+                "a layer path contains ','; util-linux %d.%d passes options one by one and may split it "
+                "(2.38 and 2.41 pass it whole)" % util_linux
+            ]
     return []
 
 

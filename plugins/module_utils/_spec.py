@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import OverlayError
+from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import escape_layer
 from ansible_collections.overlayfs.systemd.plugins.module_utils._names import (
     UNIT_NAME_MAX,
     is_within,
@@ -180,6 +181,9 @@ class OverlaySpec:
     upper_uid: int | None = None
     upper_gid: int | None = None
     upper_mode: int | None = None
+    #: One ``lowerdir+=`` option a layer instead of one ``lowerdir=`` list
+    #: (chosen on the host by :func:`choose_lower_form`).
+    lower_add: bool = False
 
     @property
     def unit(self) -> str:
@@ -221,6 +225,46 @@ def _unit_list(value: Any, param: str) -> tuple[str, ...]:
                 "%s entry %r is not a unit name; give full names such as 'network-online.target'" % (param, u), param
             )
     return items
+
+
+#: The kernel that takes ``lowerdir+=`` (one layer an option).
+LOWER_ADD_KERNEL = (6, 8)
+
+
+def lower_add_blocker(
+    spec: OverlaySpec, util_linux: tuple[int, int] | None, kernel: tuple[int, int] | None
+) -> str | None:
+    """Why this host cannot take one ``lowerdir+=`` a layer (None: it can).
+
+    ``lowerdir+=`` values are plain paths: no escape reaches the kernel
+    through systemd and mount(8) for a backslash, and a comma is split by
+    the legacy mount(2) path, so such paths keep the ``lowerdir=`` list.
+    """
+    if kernel is None or kernel < LOWER_ADD_KERNEL:
+        return "one lowerdir+= a layer needs kernel %d.%d (this host: %s)" % (
+            LOWER_ADD_KERNEL + ("%d.%d" % kernel if kernel else "unknown",)
+        )
+    if util_linux is None or util_linux < (2, 39):
+        return "lowerdir+= is used only with util-linux 2.39 or later"
+    odd = [x for x in spec.lowerdir if "," in x or "\\" in x]
+    if odd:
+        return "lowerdir+= cannot carry the ',' or '\\' in %s" % odd[0]
+    return None
+
+
+def choose_lower_form(
+    spec: OverlaySpec, util_linux: tuple[int, int] | None, kernel: tuple[int, int] | None
+) -> OverlaySpec:
+    """``spec`` with one ``lowerdir+=`` a layer where the ``lowerdir=`` list would pass the new mount API's limit.
+
+    util-linux 2.39 and later hand each option value to fsconfig(), which
+    takes at most 255 bytes; kernel 6.8 and later take the layers one by one.
+    """
+    if util_linux is None or util_linux < (2, 39):
+        return dataclasses.replace(spec, lower_add=False)
+    listed = len(":".join(escape_layer(x) for x in spec.lowerdir).encode("utf-8"))
+    wanted = listed > NEW_API_VALUE_MAX and lower_add_blocker(spec, util_linux, kernel) is None
+    return dataclasses.replace(spec, lower_add=wanted)
 
 
 def check_option_limits(options: Sequence[str], per_value_limit: int | None) -> None:

@@ -57,6 +57,37 @@ def escape_unit_value(s: str) -> str:
     return s.replace("%", "%%")
 
 
+def _map_backslash_pairs(text: str, pair: str) -> str:
+    """``text`` with every escaped backslash (``\\\\``) replaced by ``pair``; other escapes kept."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            out.append(pair if text[i + 1] == "\\" else text[i : i + 2])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def options_unit_text(options: str) -> str:
+    """The ``Options=`` text that systemd turns into the mount option string ``options``.
+
+    systemd's option filter (252 and 257) splits ``Options=`` at unescaped
+    commas, turns ``\\\\`` into ``\\`` and joins the words again escaping
+    commas: ``\\,`` and ``\\:`` reach mount(8) unchanged, but the kernel's
+    ``\\\\`` (a literal backslash in a layer path) must be written twice.
+    ``%`` is not doubled here (:func:`escape_unit_value`).
+    """
+    return _map_backslash_pairs(options, "\\" * 4)
+
+
+def options_from_unit_text(text: str) -> str:
+    """What systemd passes to ``mount -o`` for an ``Options=`` text (the inverse of :func:`options_unit_text`)."""
+    return _map_backslash_pairs(text, "\\")
+
+
 def quote_unit_word(s: str) -> str:
     """Quote one word for ExecStart=/RequiresMountsFor= (quotes, ``\\``, ``%``)."""
     return '"%s"' % escape_unit_value(s.replace("\\", "\\\\").replace('"', '\\"'))
@@ -64,7 +95,10 @@ def quote_unit_word(s: str) -> str:
 
 def render_options(spec: OverlaySpec) -> list[str]:
     """The overlay's mount options in a fixed order (unit-file % not yet doubled)."""
-    opts = ["lowerdir=" + ":".join(escape_layer(x) for x in spec.lowerdir)]
+    if spec.lower_add:
+        opts = ["lowerdir+=" + x for x in spec.lowerdir]
+    else:
+        opts = ["lowerdir=" + ":".join(escape_layer(x) for x in spec.lowerdir)]
     if spec.upperdir is not None and spec.workdir is not None:
         opts.append("upperdir=" + escape_layer(spec.upperdir))
         opts.append("workdir=" + escape_layer(spec.workdir))
@@ -169,6 +203,11 @@ def _render_overlay_unit(spec: OverlaySpec) -> str:
     elif spec.upperdir is not None and spec.workdir is not None:
         mounts_for += [spec.upperdir, spec.workdir]
     unit_lines.append("RequiresMountsFor=%s" % " ".join(quote_unit_word(x) for x in mounts_for))
+    if spec.upper == "persistent" and spec.upperdir is not None:
+        # systemd >= 256 would create a missing upperdir, empty, and mount:
+        # a lost persistent upper (disk not mounted, directory deleted) must
+        # fail the unit instead.
+        unit_lines.append("AssertPathIsDirectory=%s" % escape_unit_value(spec.upperdir))
     unit_lines += ["Requires=%s" % u for u in spec.requires]
     unit_lines += ["After=%s" % u for u in spec.after]
     unit_lines.append("Before=local-fs.target")
@@ -177,7 +216,7 @@ def _render_overlay_unit(spec: OverlaySpec) -> str:
         "What=overlay",
         "Where=%s" % escape_unit_value(spec.path),
         "Type=overlay",
-        "Options=%s" % escape_unit_value(",".join(render_options(spec))),
+        "Options=%s" % escape_unit_value(options_unit_text(",".join(render_options(spec)))),
     ]
     if spec.timeout is not None:
         mount_lines.append("TimeoutSec=%s" % spec.timeout)
@@ -389,7 +428,7 @@ def legacy_params_from_unit(
             params["timeout"] = value
         if key != "Options":
             continue
-        for opt in split_unescaped(value, ","):
+        for opt in split_unescaped(options_from_unit_text(value), ","):
             name, eq, val = opt.partition("=")
             if name == "lowerdir":
                 params["lowerdir"] = [unescape_layer(x) for x in split_unescaped(val, ":") if x]

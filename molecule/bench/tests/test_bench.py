@@ -43,13 +43,48 @@ def test_writes_vanish_and_overlay_returns_after_reboot(host, reboot):
     assert host.file("/srv/bench/hello.txt").content_string == "from the lower layer\n"
 
 
-def test_naive_unit_fails_on_a_fresh_tmpfs(host, reboot):
-    # /run is a fresh tmpfs after every boot: without something creating
-    # upper/ and work/, the overlay cannot mount. This is what the prepare
-    # service above exists for.
+def systemd_version(host) -> int:
+    # "systemd 257 (257.9-1~deb13u1)"
+    return int(host.run("systemctl --version").stdout.split()[1])
+
+
+def test_naive_unit_on_a_fresh_tmpfs(host, reboot):
+    # /run is a fresh tmpfs after every boot: nothing recreates upper/ and
+    # work/ of the naive unit. systemd < 256 does not create them for
+    # Type=overlay and the mount fails (what the module's prepare service
+    # exists for); systemd >= 256 (Debian 13: 257) creates them itself,
+    # empty, and the overlay mounts.
     reboot(host)
     assert not host.file("/run/naive").exists
     res = host.run("systemctl start srv-naive.mount")
-    assert res.rc != 0
-    assert host.run("systemctl is-active srv-naive.mount").stdout.strip() == "failed"
-    host.run("systemctl reset-failed srv-naive.mount")
+    if systemd_version(host) < 256:
+        assert res.rc != 0
+        assert host.run("systemctl is-active srv-naive.mount").stdout.strip() == "failed"
+        host.run("systemctl reset-failed srv-naive.mount")
+    else:
+        assert res.rc == 0, res.stderr
+        fs = overlay_at(host, "/srv/naive")
+        assert fs is not None and fs["fstype"] == "overlay"
+        assert host.file("/run/naive/upper").is_directory
+        assert host.file("/run/naive/upper").listdir() == []
+        host.run_expect([0], "systemctl stop srv-naive.mount")
+
+
+def test_missing_persistent_upper_is_not_recreated(host):
+    # The mount module's unit asserts its persistent upper: on systemd >= 256
+    # (which would create it, empty, like the naive unit's) as on 252 the
+    # start fails and nothing is created.
+    fs = overlay_at(host, "/srv/benchp")
+    upper = next(o for o in fs["options"].split(",") if o.startswith("upperdir=")).split("=", 1)[1]
+    host.run_expect([0], "systemctl stop srv-benchp.mount && mv %s %s.lost" % (upper, upper))
+    try:
+        assert host.run("systemctl start srv-benchp.mount").rc != 0
+        assert not host.file(upper).exists
+        assert overlay_at(host, "/srv/benchp") is None
+        props = host.run("systemctl show -p AssertResult,ActiveState srv-benchp.mount").stdout
+        # systemd 257 leaves the unit inactive, not failed: AssertResult says why.
+        assert "AssertResult=no" in props and "ActiveState=active" not in props
+    finally:
+        host.run("mv %s.lost %s && systemctl reset-failed srv-benchp.mount", upper, upper)
+    host.run_expect([0], "systemctl start srv-benchp.mount")
+    assert overlay_at(host, "/srv/benchp") is not None

@@ -87,3 +87,8 @@ def test_make_dirs_secure_refuses_world_writable_parent(tmp_path):
     os.chmod(shared, 0o777)
     with pytest.raises(er.UnsafePathError):
         hst.make_dirs_secure(str(shared / "x" / "upper"), 0o755, 0, 0, [])
+
+
+@pytest.mark.parametrize("release, version", [("6.18.44-fc-v769", (6, 18)), ("6.1.0-28-amd64", (6, 1)), ("x", None)])
+def test_kernel_version(release, version):
+    assert hst.kernel_version(release) == version

@@ -192,7 +192,12 @@ def test_declared_overlays_ignore_foreign_and_report_broken_units():
     [
         ("lowerdir=/a:/b,upperdir=/u,workdir=/w,nosuid", ["/a", "/b"], "/u", {"nosuid": None}),
         ("lowerdir=/a\\,b:/c\\:d,index=on,userxattr", ["/a,b", "/c:d"], None, {"index": "on", "userxattr": None}),
-        ("lowerdir=/a\\\\b:/tab\tx,ro", ["/a\\b", "/tab\tx"], None, {"ro": None}),
+        # A literal backslash: written four times, systemd's filter makes it two, the kernel one.
+        ("lowerdir=/a\\\\\\\\b:/tab\tx,ro", ["/a\\b", "/tab\tx"], None, {"ro": None}),
+        # Written twice (units of 0.1.0): what systemd really mounts has none.
+        ("lowerdir=/a\\\\b", ["/ab"], None, {}),
+        # A backslash before a comma: the filter's \\ then the kernel's \,
+        ("lowerdir=/x\\\\\\\\\\,y:/z,upperdir=/u\\\\\\\\,workdir=/w", ["/x\\,y", "/z"], "/u\\", {}),
         ("lowerdir=/a\\134b", ["/a134b"], None, {}),
         ("lowerdir=/a::/data1", ["/a"], None, {}),
     ],
@@ -264,6 +269,18 @@ def props(unit=UNIT, **kw):
         ({}, None, {}, []),
         ({}, live_line(), props(ActiveState="failed", SubState="failed"), ["unit %s failed (SubState=failed)" % UNIT]),
         ({}, live_line(), props(NeedDaemonReload="yes"), ["unit %s changed on disk but not reloaded" % UNIT]),
+        # A missing persistent upper: the unit's assertion refused the start.
+        (
+            {},
+            None,
+            props(ActiveState="failed", SubState="failed", AssertResult="no"),
+            [
+                "not mounted, but %s is enabled" % UNIT,
+                "%s refused to start: its persistent upper /var/lib/overlayfs/srv_app_" % UNIT,
+                "unit %s failed (SubState=failed)" % UNIT,
+            ],
+        ),
+        ({"upper": "none"}, None, props(UnitFileState="disabled", AssertResult="no"), []),
         ({}, live_line(), props(LoadState="bad-setting"), ["unit %s is not loadable (LoadState=bad-setting)" % UNIT]),
         (
             {},

@@ -9,8 +9,10 @@ import pytest
 from specs import spec_of
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _errors as er
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _spec as sp
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
 
 
 def test_build_spec_defaults():
@@ -122,3 +124,31 @@ def test_check_option_limits(options, limit, ok):
         with pytest.raises(er.OverlayError) as err:
             sp.check_option_limits(options, limit)
         assert err.value.param in ("lowerdir", "upperdir")
+
+
+LONG = ["/opt/%s%d" % ("L" * 75, i) for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    "lowers, util_linux, kernel, add",
+    [
+        (LONG, (2, 41), (6, 8), True),
+        (LONG, (2, 39), (6, 18), True),
+        (LONG, (2, 41), (6, 7), False),
+        (LONG, (2, 41), None, False),
+        (LONG, (2, 38), (6, 18), False),
+        (LONG, None, (6, 18), False),
+        (["/opt/a", "/opt/b"], (2, 41), (6, 18), False),
+        (LONG[:4] + ["/opt/a,b" + "x" * 80], (2, 41), (6, 18), False),
+        (LONG[:4] + ["/opt/a\\b" + "x" * 80], (2, 41), (6, 18), False),
+        (LONG[:4] + ["/opt/a:b" + "x" * 80], (2, 41), (6, 18), True),
+    ],
+)
+def test_choose_lower_form(lowers, util_linux, kernel, add):
+    spec = sp.choose_lower_form(spec_of(lowerdir=lowers, upper="none"), util_linux, kernel)
+    assert spec.lower_add is add
+    rendered = un.render_options(spec)
+    if add:
+        assert rendered[: len(lowers)] == ["lowerdir+=" + x for x in lowers]
+    else:
+        assert rendered[0] == "lowerdir=" + ":".join(minfo.escape_layer(x) for x in lowers)

@@ -12,6 +12,8 @@ import pytest
 from specs import resolved, spec_of
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _errors as er
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _info as info
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _spec as sp
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
@@ -163,8 +165,13 @@ def test_declaration_round_trip(params):
     assert un.render_units(again) == units
 
 
+#: Lines the units gained after 0.1.0: the recorded declaration, and the
+#: assertion that a persistent upper exists.
+ADDED_SINCE_0_1_0 = (un.X_PREFIX + "Declaration=", "AssertPathIsDirectory=")
+
+
 def without_declaration(text):
-    return "".join(line for line in text.splitlines(True) if not line.startswith(un.X_PREFIX + "Declaration="))
+    return "".join(line for line in text.splitlines(True) if not line.startswith(ADDED_SINCE_0_1_0))
 
 
 @pytest.mark.parametrize("params", ROUND_TRIP)
@@ -231,3 +238,55 @@ def test_parse_unit_managed_keys_only_in_unit_section():
     text = "[Unit]\nX-OverlayfsSystemd-Path=/srv/100%%\n[Mount]\nX-OverlayfsSystemd-Id=no\n"
     assert un.parse_unit(text).managed == {"Path": "/srv/100%"}
     assert un.parse_unit("[Unit]\nDescription=x\n").managed == {}
+
+
+# Every character that needs care in a layer path, alone and all in one:
+# the path, the kernel's option value (escape_layer), and what the unit file
+# says so that systemd's option filter hands mount(8) that value.
+B = "\\"
+ESCAPING_TABLE = [
+    ("/srv/back" + B + "slash", "/srv/back" + B * 2 + "slash", "/srv/back" + B * 4 + "slash"),
+    ("/srv/com,ma", "/srv/com" + B + ",ma", "/srv/com" + B + ",ma"),
+    ("/srv/co:lon", "/srv/co" + B + ":lon", "/srv/co" + B + ":lon"),
+    ("/srv/spa ce", "/srv/spa ce", "/srv/spa ce"),
+    ("/srv/per%cent", "/srv/per%cent", "/srv/per%%cent"),
+    ("/srv/all" + B + ",: %x", "/srv/all" + B * 3 + "," + B + ": %x", "/srv/all" + B * 5 + "," + B + ": %%x"),
+    (B * 2 + "dbl", B * 4 + "dbl", B * 8 + "dbl"),
+]
+
+
+@pytest.mark.parametrize("path, kernel, unit", ESCAPING_TABLE)
+def test_layer_escaping_for_kernel_and_systemd(path, kernel, unit):
+    assert minfo.escape_layer(path) == kernel
+    assert un.escape_unit_value(un.options_unit_text(kernel)) == unit
+    assert un.options_from_unit_text(unit.replace("%%", "%")) == kernel
+    assert minfo.unescape_layer(kernel) == path
+
+
+@pytest.mark.parametrize("path, kernel, unit", [row for row in ESCAPING_TABLE if row[0].startswith("/")])
+def test_rendered_unit_reads_back_every_character(path, kernel, unit):
+    spec = spec_of(path="/srv/merged", lowerdir=[path, "/opt/base"], upper="none")
+    text = un.render_units(spec)[spec.unit]
+    assert "\nOptions=lowerdir=%s:/opt/base," % unit in text
+    options = dict(un.parse_unit(text).entries("Mount"))["Options"]
+    assert info.parse_unit_options(options).lowerdir == [path, "/opt/base"]
+
+
+@pytest.mark.parametrize(
+    "overrides, asserted",
+    [
+        ({"upper": "persistent"}, "/var/lib/overlayfs/srv_app_"),
+        ({"upper": "persistent", "upperdir": "/srv/p%x/up", "workdir": "/srv/p%x/wk"}, "/srv/p%%x/up"),
+        ({"upper": "tmpfs"}, None),
+        ({"upper": "none"}, None),
+    ],
+)
+def test_persistent_upper_must_exist_at_start(overrides, asserted):
+    """systemd >= 256 would recreate a missing upper empty: the unit asserts it instead."""
+    spec = resolved(**overrides)
+    lines = [x for x in un.render_units(spec)[spec.unit].splitlines() if x.startswith("AssertPathIsDirectory=")]
+    if asserted is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and lines[0].startswith("AssertPathIsDirectory=" + asserted)
+        assert lines[0] == "AssertPathIsDirectory=" + un.escape_unit_value(spec.upperdir)

@@ -12,6 +12,7 @@ from functools import partial
 import pytest
 from fakehost import expect_failed, expect_ok, run_main
 
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _host as hostio
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
@@ -355,6 +356,59 @@ def test_per_value_limit_with_new_util_linux(host):
     assert r["param"] == "lowerdir" and "fsconfig" in r["msg"]
     host.util_linux = "2.38.1"
     assert ok(params(host, lowerdir=[deep, host.path("opt/app/base")]))["mounted"]
+
+
+def long_stack(host) -> list[str]:
+    """Five lowers of about 100 bytes: each fits fsconfig's 255 bytes, the lowerdir= list does not."""
+    lowers = [host.path("opt/%s%d" % ("L" * 75, i)) for i in range(5)]
+    for low in lowers:
+        os.makedirs(low)
+    return lowers
+
+
+@pytest.mark.parametrize("kernel, util_linux", [((6, 8), "2.41.1"), ((6, 18), "2.39.3")])
+def test_long_stack_one_lowerdir_add_a_layer(host, monkeypatch, kernel, util_linux):
+    monkeypatch.setattr(hostio, "kernel_version", lambda release: kernel)
+    host.util_linux = util_linux
+    lowers = long_stack(host)
+    r = ok(params(host, lowerdir=lowers))
+    assert r["changed"] and r["mounted"]
+    assert r["options"][: len(lowers)] == ["lowerdir+=" + x for x in lowers]
+    mounts = minfo.parse_mountinfo(host.mountinfo.read_text())
+    live = minfo.parse_overlay_options(minfo.mount_at(mounts, host.path("srv/app")).super_options)
+    assert live.lowerdir == lowers
+    assert not ok(params(host, lowerdir=lowers))["changed"]
+
+
+@pytest.mark.parametrize(
+    "kernel, odd, reason",
+    [((6, 5), "", "needs kernel 6.8 (this host: 6.5)"), ((6, 8), ",", "cannot carry the ',' or")],
+)
+def test_long_stack_refused_with_the_reason(host, monkeypatch, kernel, odd, reason):
+    monkeypatch.setattr(hostio, "kernel_version", lambda release: kernel)
+    host.util_linux = "2.41.1"
+    lowers = long_stack(host)
+    if odd:
+        os.rename(lowers[0], lowers[0] + odd + "x")
+        lowers[0] += odd + "x"
+    r = failed(params(host, lowerdir=lowers))
+    assert r["param"] == "lowerdir" and "fsconfig" in r["msg"] and reason in r["msg"], r["msg"]
+
+
+def test_unit_of_debian_12_repaired_after_the_upgrade(host, monkeypatch):
+    """A long stack written with util-linux 2.38 (one lowerdir= list) cannot mount on 2.41: rewritten and started."""
+    monkeypatch.setattr(hostio, "kernel_version", lambda release: (6, 12))
+    lowers = long_stack(host)
+    first = ok(params(host, lowerdir=lowers))
+    assert first["options"][0].startswith("lowerdir=")
+    # The upgrade's reboot: the unit with the lowerdir= list failed at boot.
+    host._unmount(first["unit"])
+    host.active.discard(first["unit"])
+    host.util_linux = "2.41.1"
+    r = ok(params(host, lowerdir=lowers))
+    assert r["changed"] and r["mounted"]
+    assert "lowerdir+=%s," % lowers[0] in host.unit_text(first["unit"])
+    assert not ok(params(host, lowerdir=lowers))["changed"]
 
 
 def test_explicit_owner_mode_enforced_on_existing_upper(host):
