@@ -226,7 +226,7 @@ def stack_upper(upper: str, dest: str) -> tuple[str, dict[str, int]]:
             counts["dropped_xattrs"] = strip_bookkeeping(dest)
             return "rename", counts
     parent, base = os.path.split(dest)
-    tmp = os.path.join(parent, ".%s.overlayfs-stack-%d" % (base, os.getpid()))
+    tmp = os.path.join(parent, ".%s.overlayfs-partial-%d" % (base, os.getpid()))  # a dead run's: _leftovers
     try:
         counts = copy_upper(upper, tmp)
         os.rename(tmp, dest)
