@@ -200,7 +200,8 @@ def main() -> int:
         (src / "index.md").write_text("# overlayfs.systemd\n")
     # Guides in the order docs/README.md links them, then any other.
     readme = (root / "docs" / "README.md").read_text() if "README.md" in guides else ""
-    linked = [m.group(1) for m in re.finditer(r"\]\(([\w.-]+)\.md[)#]", readme)]
+    # Each guide once, where docs/README.md first links it.
+    linked = list(dict.fromkeys(m.group(1) for m in re.finditer(r"\]\(([\w.-]+)\.md[)#]", readme)))
     stems = [d.stem for d in docs if d.name != "README.md"]
     toc = [s for s in linked if s in stems] + sorted(s for s in stems if s not in linked)
     with (src / "index.md").open("a") as index:

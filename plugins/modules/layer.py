@@ -73,7 +73,7 @@ options:
   src:
     description:
       - The layer tar on the managed host (plain or gzip, detected from its first bytes). Required with
-        V(present). Copy it there first (M(ansible.builtin.copy)).
+        V(present). Copy it there first (C(ansible.builtin.copy)).
     type: path
   digest:
     description:

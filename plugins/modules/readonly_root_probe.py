@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 module: readonly_root_probe
 short_description: Read a host's read-only root state, preflight checks and facts (for the readonly_root role)
 description:
-  - Reads, and never changes, what the role M(overlayfs.systemd.readonly_root) decides on - whether / is the
+  - Reads, and never changes, what the role C(overlayfs.systemd.readonly_root) decides on - whether / is the
     overlayroot overlay, the overlayroot config in the real root, the initramfs of the running kernel, RAM,
     machine-id, SSH host keys, the persistent file system and paths, the trial-boot records.
   - Evaluates the role's preflight checks, builds C(readonly_root_facts), and with O(verify=true) lists what the
