@@ -34,11 +34,14 @@ MAX_DEPTH = 8
 class UnitControl(Protocol):
     """What this file needs of the systemctl wrapper (``_systemd.Systemd``)."""
 
-    def show(self, units: Sequence[str], props: Sequence[str]) -> dict[str, dict[str, str]]: ...
+    def show(self, units: Sequence[str], props: Sequence[str]) -> dict[str, dict[str, str]]:
+        """The properties ``props`` of each unit."""
 
-    def start(self, unit: str) -> None: ...
+    def start(self, unit: str) -> None:
+        """Start one unit."""
 
-    def journal_tail(self, unit: str, lines: int = 20) -> str: ...
+    def journal_tail(self, unit: str, lines: int = 20) -> str:
+        """The last journal lines of one unit."""
 
 
 def reverse_dependencies(props: Mapping[str, str]) -> list[str]:
