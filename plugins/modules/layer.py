@@ -103,19 +103,39 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Bring the layer exported on the golden box
-  ansible.builtin.copy:
-    src: "layers/kiosk-2.tar"
-    dest: /var/lib/overlayfs/incoming/kiosk-2.tar
-    mode: "0600"
+# On the golden box: the kiosk's changes, exported as a layer tar.
+- name: A kiosk overlay with a persistent upper
+  overlayfs.systemd.mount:
+    path: /srv/kiosk
+    lowerdir:
+      - /opt/kiosk/base
+    state: mounted
 
+- name: Export its changes as a layer tar
+  overlayfs.systemd.upper:
+    path: /srv/kiosk
+    state: exported
+    dest: /root/kiosk-2.tar
+    force: true
+  register: kiosk_2
+
+# On each box of the fleet: bring the tar there first (ansible.builtin.copy or
+# ansible.builtin.get_url), then import it, checked against the export's digest.
 - name: Import it
   overlayfs.systemd.layer:
     path: /var/lib/overlayfs/layers/kiosk-2
-    src: /var/lib/overlayfs/incoming/kiosk-2.tar
-    digest: "{{ kiosk_2_digest }}"
+    src: /root/kiosk-2.tar
+    digest: "{{ kiosk_2.archive.digest }}"
 
-- name: Garbage-collect the layer the fleet no longer uses
+- name: Run the kiosk on the new layer from the next boot on
+  overlayfs.systemd.mount:
+    path: /srv/kiosk
+    lowerdir:
+      - /var/lib/overlayfs/layers/kiosk-2
+      - /opt/kiosk/base
+    apply: next_boot
+
+- name: Garbage-collect the layer the fleet no longer uses (refused while an overlay uses it)
   overlayfs.systemd.layer:
     path: /var/lib/overlayfs/layers/kiosk-1
     state: absent

@@ -1,10 +1,11 @@
 """Every EXAMPLES task of every plugin runs, as written, on a real systemd.
 
 The examples are read from the plugin files, the layer directories they name
-are created (with a file each), directories they name for persistent uppers
-get a tmpfs of their own (an upper cannot live on the container's overlayfs
-root), and then all tasks of one plugin run in order as one play. A failing
-task fails the test with Ansible's output.
+are created (with a file each; not those the play imports with the layer
+module), directories they name for persistent uppers get a tmpfs of their own
+(an upper cannot live on the container's overlayfs root), and then all tasks of
+one plugin run in order as one play. A failing task fails the test with
+Ansible's output.
 """
 
 from __future__ import annotations
@@ -60,13 +61,20 @@ def test_examples_run(host, plugin, collections_path):
     assert tasks, f"{plugin} has no EXAMPLES"
     lowers: set[str] = set()
     upper_parents: set[str] = set()
+    # Layer directories the play imports itself (overlayfs.systemd.layer) must not exist beforehand.
+    imported = {
+        task["overlayfs.systemd.layer"]["path"]
+        for task in tasks
+        if isinstance(task.get("overlayfs.systemd.layer"), dict)
+        and task["overlayfs.systemd.layer"].get("state", "present") == "present"
+    }
     for task in tasks:
         for args in overlay_args(module_args(task)):
             lowers.update(args.get("lowerdir") or [])
             for key in ("upperdir", "workdir"):
                 if args.get(key):
                     upper_parents.add(os.path.dirname(os.path.dirname(args[key])))
-    for lower in sorted(lowers):
+    for lower in sorted(lowers - imported):
         host.run_expect([0], "mkdir -p %s && echo %s > %s/from-lower.txt", lower, lower, lower)
     for parent in sorted(upper_parents):
         host.run_expect([0], "mkdir -p %s && (mountpoint -q %s || mount -t tmpfs tmpfs %s)", parent, parent, parent)
