@@ -322,12 +322,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import converge
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import ModuleFailure
 from ansible_collections.overlayfs.systemd.plugins.module_utils._hostlock import LOCK_ARGUMENT_SPEC, run_locked
+from ansible_collections.overlayfs.systemd.plugins.module_utils._offline_host import systemd_for
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     ARGUMENT_SPEC,
     REQUIRED_IF,
     REQUIRED_TOGETHER,
 )
-from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
 
 
 def main() -> None:
@@ -338,7 +338,7 @@ def main() -> None:
         required_if=REQUIRED_IF,
     )
     try:
-        result = run_locked(module, lambda: converge(module, Systemd(module), module.params), failure=ModuleFailure)
+        result = run_locked(module, lambda: converge(module, systemd_for(module), module.params), failure=ModuleFailure)
     except ModuleFailure as exc:
         module.fail_json(msg=exc.msg, **exc.result)
     module.exit_json(**result)

@@ -248,7 +248,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.overlayfs.systemd.plugins.module_utils._bulk import converge_many
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import ModuleFailure
 from ansible_collections.overlayfs.systemd.plugins.module_utils._hostlock import LOCK_ARGUMENT_SPEC, run_locked
-from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
+from ansible_collections.overlayfs.systemd.plugins.module_utils._offline_host import systemd_for
 
 
 def main() -> None:
@@ -269,7 +269,7 @@ def main() -> None:
             module,
             lambda: converge_many(
                 module,
-                Systemd(module),
+                systemd_for(module),
                 overlays=p["overlays"],
                 defaults=p["defaults"],
                 exclusive=p["exclusive"],
