@@ -32,7 +32,8 @@ description:
 author:
   - overlayfs.systemd maintainers (@overlayfs-systemd)
 requirements:
-  - systemd as the init system (C(systemctl)); Linux with the C(overlay) file system.
+  - systemd as the init system (C(systemctl)); Linux with the C(overlay) file system. Offline (an image root, see
+    the notes) no C(systemctl) is needed.
   - C(/usr/bin/install) (coreutils) on the target when O(upper=tmpfs).
 attributes:
   check_mode:
@@ -48,6 +49,7 @@ attributes:
 extends_documentation_fragment:
   - overlayfs.systemd.attributes
   - overlayfs.systemd.lock
+  - overlayfs.systemd.offline
   - overlayfs.systemd.attributes.files
   - overlayfs.systemd.overlay
 notes:
@@ -156,6 +158,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+offline:
+  description:
+    - True when systemd does not run on the target (an image root, a chroot, C(SYSTEMD_OFFLINE=1)). The run
+      wrote unit files and their C([Install]) links only and started, stopped and reloaded nothing (see the notes).
+  returned: always
+  type: bool
+  sample: false
 layer_drift:
   description:
     - The drift of the live overlay's upper and work directories (the keys of M(overlayfs.systemd.mount_info)'s
