@@ -8,6 +8,7 @@ from __future__ import annotations
 class ModuleDocFragment:
     # Offline runs of mount and mounts: an image root where systemd does not run.
     DOCUMENTATION = r"""
+options: {}
 notes:
   - "Offline runs (baking an image, for example through the C(community.general.chroot) connection): the module
     decides as systemd does. C(SYSTEMD_OFFLINE) set to a true value means offline and a false value online;
