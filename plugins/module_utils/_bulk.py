@@ -391,9 +391,7 @@ def _failed_message(
     )
 
 
-def _bulk_result(
-    module: AnsibleModule, sd: Systemd, items: list[BulkItem], tplan: TargetPlan | None
-) -> dict[str, Any]:
+def _bulk_result(module: AnsibleModule, sd: Systemd, items: list[BulkItem], tplan: TargetPlan | None) -> dict[str, Any]:
     declared = [it.report() for it in items if not it.removal]
     removals = [it.report() for it in items if it.removal]
     result: dict[str, Any] = dict(

@@ -267,8 +267,7 @@ def offline_warning(sd: Systemd) -> str:
     """The one warning of an offline run."""
     return (
         "offline run (%s): unit files and their [Install] links were written as systemctl enable does offline; "
-        "no daemon-reload, nothing started or stopped. Overlays with state=mounted mount at the next boot"
-        % sd.offline
+        "no daemon-reload, nothing started or stopped. Overlays with state=mounted mount at the next boot" % sd.offline
     )
 
 
