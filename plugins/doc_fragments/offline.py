@@ -18,9 +18,9 @@ notes:
     (C(local-fs.target.wants/), C(multi-user.target.wants/) for the target, C(.requires/) for C(RequiredBy=)), as
     C(systemctl enable) does without a daemon. It runs no C(systemctl) at all: no C(daemon-reload), nothing is
     started, stopped or reloaded, and C(/proc/self/mountinfo) is not read (in a chroot it shows the build host).
-    The result says RV(offline=true) and the run warns once."
-  - "Offline, O(state=mounted) is kept as declared (the units are written and enabled, and the aggregate target
-    requires the overlay) and the overlay mounts at the image's next boot; nothing is mounted now, RV(mounted) is
-    false. O(state=absent) removes the units and their links without stopping anything. Check mode, diff mode and
+    The result says C(offline=true) and the run warns once."
+  - "Offline, C(state=mounted) is kept as declared (the units are written and enabled, and the aggregate target
+    requires the overlay) and the overlay mounts at the image's next boot; nothing is mounted now, C(mounted) is
+    false. C(state=absent) removes the units and their links without stopping anything. Check mode, diff mode and
     idempotence work offline as online; the choice of the C(lowerdir+=) form ignores the build host's kernel."
 """
