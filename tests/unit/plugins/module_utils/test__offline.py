@@ -5,6 +5,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import pytest
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._offline import (
@@ -91,3 +95,19 @@ def test_offline_steps_keep_files_and_links_only():
     offline_steps(pl)
     assert [a.text for a in pl.actions()] == ["write a.mount", "remove p.service", "enable a.mount"]
     assert pl.changed and not pl.reboot_required
+
+
+@pytest.mark.skipif(shutil.which("systemctl") is None, reason="needs systemctl (the systemd package)")
+def test_install_links_are_those_of_systemctl_root_enable(tmp_path):
+    """The real ``systemctl --root=DIR enable`` makes exactly the links install_links() computes."""
+    unit_dir = tmp_path / "etc" / "systemd" / "system"
+    unit_dir.mkdir(parents=True)
+    (unit_dir / "srv-app.mount").write_text(UNIT)
+    subprocess.run(["systemctl", "--root=%s" % tmp_path, "enable", "srv-app.mount"], check=True, capture_output=True)
+    made = sorted(
+        ("/" + os.path.relpath(os.path.join(d, n), tmp_path), os.readlink(os.path.join(d, n)))
+        for d, dirs, files in os.walk(tmp_path)
+        for n in dirs + files
+        if os.path.islink(os.path.join(d, n))
+    )
+    assert made == sorted((x.path, x.target) for x in install_links("srv-app.mount", UNIT, "/etc/systemd/system"))
