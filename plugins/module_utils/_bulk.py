@@ -30,6 +30,8 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import
     dependents_before,
     failure_after_change,
     finish,
+    live_mounts,
+    offline_warning,
     prepare,
     refuse_if_busy,
     unit_diff,
@@ -43,7 +45,6 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._host import (
     FACT_PROPS,
     managed_overlays,
     managed_units,
-    read_mounts,
     read_text,
     remove_unit,
     write_unit,
@@ -164,7 +165,8 @@ def _plan_target(sd: Systemd, name: str, items: list[BulkItem], exclusive: bool)
         current=current,
         requires=requires,
         enable=props.get("UnitFileState") != "enabled",
-        start=props.get("ActiveState") != "active",
+        # Offline nothing starts: the target is reached at the next boot.
+        start=sd.offline is None and props.get("ActiveState") != "active",
         stale=stale,
     )
 
@@ -189,6 +191,8 @@ def converge_many(
     activation fails is rolled back alone. Raises ModuleFailure (with the
     full result) when any overlay was refused, busy or failed.
     """
+    if sd.offline is not None:
+        module.warn(offline_warning(sd))
     items, problems = _declare(overlays, defaults or {})
     if exclusive:
         problems += _declare_removals(items, purge)
@@ -202,7 +206,7 @@ def converge_many(
                 tplan = _plan_target(sd, target, items, exclusive)
             except OverlayError as exc:
                 problems.append(str(exc))
-    result = _bulk_result(module, items, tplan)
+    result = _bulk_result(module, sd, items, tplan)
     if problems:
         result["changed"] = False
         raise ModuleFailure(
@@ -218,7 +222,7 @@ def converge_many(
     if tplan is not None:
         _write_target(module, sd, tplan, items, work)
     reload_needed = any(prep.plan.daemon_reload for dummy, prep in work)
-    if reload_needed or (tplan is not None and (tplan.write or tplan.stale)):
+    if sd.offline is None and (reload_needed or (tplan is not None and (tplan.write or tplan.stale))):
         try:
             sd.daemon_reload()
         except CommandError as exc:
@@ -229,9 +233,9 @@ def converge_many(
     # Also when an overlay failed (a busy one): what the restarts took down comes back.
     back = _restarts.bring_back(sd, before, CommandError)
     failed = [it for it in items if it.error is not None]
-    stopped = any(prep.plan.stop for dummy, prep in work) or bool(tplan and tplan.stale)
+    stopped = sd.offline is None and (any(prep.plan.stop for dummy, prep in work) or bool(tplan and tplan.stale))
     target_error = _start_target(sd, tplan, stopped) if tplan is not None and not failed else None
-    result = _bulk_result(module, items, tplan)
+    result = _bulk_result(module, sd, items, tplan)
     failure = None
     if target_error is not None:
         failure = ModuleFailure(
@@ -274,7 +278,7 @@ def _candidate_units(path: str) -> list[str]:
 def _prepare_all(module: AnsibleModule, sd: Systemd, items: list[BulkItem]) -> list[str]:
     """Prepare every item against one mountinfo read; returns the refusals."""
     problems = []
-    mounts = read_mounts()
+    mounts = live_mounts(sd)
     for it in items:
         if it.error is not None:
             continue
@@ -334,7 +338,7 @@ def _write_target(
             it.error = failure_after_change(module, sd, prep, ActivationError("write %s" % tplan.name, exc))
         raise ModuleFailure(
             "writing %s failed: %s" % (tplan.name, exc),
-            dict(_bulk_result(module, items, tplan), **command_keys(exc)),
+            dict(_bulk_result(module, sd, items, tplan), **command_keys(exc)),
         ) from None
 
 
@@ -342,7 +346,7 @@ def _activate_all(module: AnsibleModule, sd: Systemd, work: list[tuple[BulkItem,
     for it, prep in work:
         try:
             activate(module, sd, prep)
-            finish(prep)
+            finish(prep, sd)
         except ActivationError as exc:
             it.error = failure_after_change(module, sd, prep, exc)
         except CommandError as exc:  # enable/reenable after a successful start: nothing to roll back
@@ -387,7 +391,7 @@ def _failed_message(
     )
 
 
-def _bulk_result(module: AnsibleModule, items: list[BulkItem], tplan: TargetPlan | None) -> dict[str, Any]:
+def _bulk_result(module: AnsibleModule, sd: Systemd, items: list[BulkItem], tplan: TargetPlan | None) -> dict[str, Any]:
     declared = [it.report() for it in items if not it.removal]
     removals = [it.report() for it in items if it.removal]
     result: dict[str, Any] = dict(
@@ -395,6 +399,7 @@ def _bulk_result(module: AnsibleModule, items: list[BulkItem], tplan: TargetPlan
         removed=[it.path for it in items if it.removal and it.error is None],
         removed_results=removals,
         reboot_required=any(r.get("reboot_required") for r in declared + removals),
+        offline=sd.offline is not None,
     )
     changed = any(r.get("changed") for r in declared + removals)
     if tplan is not None:

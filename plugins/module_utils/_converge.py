@@ -126,7 +126,9 @@ def prepare(
     sd: Systemd, params: dict[str, Any], *, diff: bool = False, mounts: list[_mountinfo.MountInfo] | None = None
 ) -> Prepared:
     """Validate, read the host's facts once, render, check, plan. Changes nothing; raises ModuleFailure on refusal."""
-    result: dict[str, Any] = dict(changed=False, reboot_required=False, actions=[], created_directories=[])
+    result: dict[str, Any] = dict(
+        changed=False, reboot_required=False, actions=[], created_directories=[], offline=sd.offline is not None
+    )
     try:
         spec = build_spec(params)
     except OverlayError as exc:
@@ -256,9 +258,22 @@ def activate(module: AnsibleModule, sd: Systemd, prep: Prepared) -> None:
             shutil.rmtree(target)
 
 
-def finish(prep: Prepared) -> dict[str, Any]:
+def live_mounts(sd: Systemd) -> list[_mountinfo.MountInfo]:
+    """mountinfo, or nothing offline (a /proc in an image root's chroot shows the build host's mounts)."""
+    return [] if sd.offline is not None else read_mounts()
+
+
+def offline_warning(sd: Systemd) -> str:
+    """The one warning of an offline run."""
+    return (
+        "offline run (%s): unit files and their [Install] links were written as systemctl enable does offline; "
+        "no daemon-reload, nothing started or stopped. Overlays with state=mounted mount at the next boot" % sd.offline
+    )
+
+
+def finish(prep: Prepared, sd: Systemd | None = None) -> dict[str, Any]:
     """The module result after a successful run: the live state read back."""
-    final = mount_at(read_mounts(), prep.spec.path)
+    final = mount_at(live_mounts(sd) if sd is not None else read_mounts(), prep.spec.path)
     prep.result["mounted"] = final is not None and final.fstype == "overlay"
     return prep.result
 
@@ -281,13 +296,13 @@ def rollback(module: AnsibleModule, sd: Systemd, prep: Prepared) -> list[str]:
             sd.daemon_reload()
         except CommandError as exc:
             problems.append(str(exc))
-    if prep.was_mounted and mount_at(read_mounts(), spec.path) is None:
+    if prep.was_mounted and mount_at(live_mounts(sd), spec.path) is None:
         try:
             sd.start(spec.unit)
         except CommandError as exc:
             problems.append("restart of the previous overlay: %s" % exc)
     workdirs = (spec.workdir,) if spec.workdir else ()
-    removal_problems, kept = remove_created(prep.created, read_mounts(), workdirs=workdirs)
+    removal_problems, kept = remove_created(prep.created, live_mounts(sd), workdirs=workdirs)
     problems += removal_problems + ["kept %s: it %s" % (k["path"], k["reason"]) for k in kept]
     return problems
 
@@ -301,7 +316,7 @@ def rollback_failure(module: AnsibleModule, sd: Systemd, prep: Prepared, exc: Ac
         if t
     )
     problems = rollback(module, sd, prep)
-    final = mount_at(read_mounts(), spec.path)
+    final = mount_at(live_mounts(sd), spec.path)
     result = dict(prep.result, mounted=final is not None and final.fstype == "overlay", journal=journal)
     cause = exc.cause
     msg = (
@@ -335,6 +350,8 @@ def converge(module: AnsibleModule, sd: Systemd, params: dict[str, Any]) -> dict
     every case (``restarted_units``).
     """
     prep = prepare(sd, params, diff=module._diff)
+    if sd.offline is not None:
+        module.warn(offline_warning(sd))
     for w in prep.warnings:
         module.warn(w)
     if module.check_mode:
@@ -355,7 +372,7 @@ def converge(module: AnsibleModule, sd: Systemd, params: dict[str, Any]) -> dict
     except CommandError as exc:
         failure = ModuleFailure(str(exc), dict(prep.result, mounted=prep.was_mounted, **command_keys(exc)))
     back = _restarts.bring_back(sd, before, CommandError)
-    result = prep.result if failure is not None else finish(prep)
+    result = prep.result if failure is not None else finish(prep, sd)
     failure = with_brought_back(back, failure.result if failure else result, failure)
     if failure is not None:
         raise failure

@@ -62,5 +62,7 @@ class HostFacts:
     missing: dict[str, list[str]] = field(default_factory=dict)
     #: (uid, gid, mode) of an existing persistent upper root.
     upper_root: tuple[int, int, int] | None = None
+    #: Systemd does not run here (an image root): nothing is live, nothing is started or stopped.
+    offline: bool = False
     #: The live overlay's upper/work directories gone or replaced: [{key, path, message}] (_liveguard.layer_drift).
     layer_drift: list[dict[str, Any]] = field(default_factory=list)

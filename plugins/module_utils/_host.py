@@ -483,7 +483,9 @@ def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo
 
     ``mounts``: mountinfo already read (bulk mode), or None to read it here.
     """
-    mounts = read_mounts() if mounts is None else mounts
+    offline = sd.offline is not None
+    # Offline (an image root) nothing is live; a /proc in the chroot shows the build host's mounts.
+    mounts = [] if offline else read_mounts() if mounts is None else mounts
     live = mount_at(mounts, spec.path)
     if live is not None and live.fstype != "overlay":
         if spec.state in ("mounted", "present"):
@@ -509,7 +511,8 @@ def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo
         pending_reload=any(
             props.get(n, {}).get("NeedDaemonReload") == "yes" for n in names if current.get(n) is not None
         ),
-        tmpfs_upper_entries=dir_entries(tmpfs_dir_for(spec.id) + "/upper") or [],
+        tmpfs_upper_entries=[] if offline else dir_entries(tmpfs_dir_for(spec.id) + "/upper") or [],
+        offline=offline,
     )
     if spec.state == "absent":
         if spec.purge:
@@ -518,7 +521,8 @@ def read_facts(sd: Systemd, spec: OverlaySpec, mounts: list[_mountinfo.MountInfo
         return facts
     facts.spec = resolve_ids(spec)
     facts.util_linux = sd.util_linux_version()
-    facts.kernel = kernel_version(os.uname().release)
+    # Offline, the running kernel is the build host's, not the one the image boots.
+    facts.kernel = None if offline else kernel_version(os.uname().release)
     facts.spec = choose_lower_form(facts.spec, facts.util_linux, facts.kernel)
     _observe_layers(facts.spec, facts)
     if live is not None:

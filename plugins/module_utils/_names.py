@@ -41,6 +41,8 @@ class Roots:
     fstab: str = "/etc/fstab"
     #: The overlay module's defaults (what a mount shows no option for).
     overlay_params: str = "/sys/module/overlay/parameters"
+    #: The directory a running systemd creates at boot (what ``sd_booted()`` looks for).
+    booted_marker: str = "/run/systemd/system"
 
 
 ROOTS = Roots()

@@ -158,9 +158,22 @@ def plan_run(spec: OverlaySpec, desired: Mapping[str, str], facts: HostFacts) ->
         facts.purge_targets,
         layers_drifted=bool(facts.layer_drift),
     )
+    if facts.offline:
+        offline_steps(pl)
     refuse_tmpfs_loss(spec, pl, facts.tmpfs_upper_entries)
     if spec.state != "absent":
         _plan_directories(spec, pl, facts)
+    return pl
+
+
+def offline_steps(pl: Plan) -> Plan:
+    """The plan of an offline run (no systemd runs): files and [Install] links only.
+
+    No daemon-reload, start, stop or reload: what ``state=mounted`` asks for
+    happens at the next boot of the image, from the enabled units.
+    """
+    pl.stop, pl.start, pl.reload_units = [], [], []
+    pl.daemon_reload = pl.restart = pl.reboot_required = False
     return pl
 
 

@@ -65,6 +65,9 @@ _UTIL_LINUX_RE = re.compile(r"util-linux[^0-9]*(\d+)\.(\d+)")
 class Systemd:
     """systemctl/journalctl/mount wrapper bound to one AnsibleModule."""
 
+    #: Why systemd cannot be asked (an offline run, ``_offline_host.OfflineSystemd``); None: it runs.
+    offline: str | None = None
+
     def __init__(self, module: Any) -> None:
         self.module = module
         self.systemctl = module.get_bin_path("systemctl", required=True)

@@ -32,7 +32,8 @@ description:
 author:
   - overlayfs.systemd maintainers (@overlayfs-systemd)
 requirements:
-  - systemd as the init system (C(systemctl)); Linux with the C(overlay) file system.
+  - systemd as the init system (C(systemctl)); Linux with the C(overlay) file system. Offline (an image root, see
+    the notes) no C(systemctl) is needed.
   - C(/usr/bin/install) (coreutils) on the target when O(upper=tmpfs).
 attributes:
   check_mode:
@@ -48,6 +49,7 @@ attributes:
 extends_documentation_fragment:
   - overlayfs.systemd.attributes
   - overlayfs.systemd.lock
+  - overlayfs.systemd.offline
   - overlayfs.systemd.attributes.files
   - overlayfs.systemd.overlay
 notes:
@@ -156,6 +158,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+offline:
+  description:
+    - True when systemd does not run on the target (an image root, a chroot, C(SYSTEMD_OFFLINE=1)). The run
+      wrote unit files and their C([Install]) links only and started, stopped and reloaded nothing (see the notes).
+  returned: always
+  type: bool
+  sample: false
 layer_drift:
   description:
     - The drift of the live overlay's upper and work directories (the keys of M(overlayfs.systemd.mount_info)'s
@@ -322,12 +331,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.overlayfs.systemd.plugins.module_utils._converge import converge
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import ModuleFailure
 from ansible_collections.overlayfs.systemd.plugins.module_utils._hostlock import LOCK_ARGUMENT_SPEC, run_locked
+from ansible_collections.overlayfs.systemd.plugins.module_utils._offline_host import systemd_for
 from ansible_collections.overlayfs.systemd.plugins.module_utils._spec import (
     ARGUMENT_SPEC,
     REQUIRED_IF,
     REQUIRED_TOGETHER,
 )
-from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
 
 
 def main() -> None:
@@ -338,7 +347,7 @@ def main() -> None:
         required_if=REQUIRED_IF,
     )
     try:
-        result = run_locked(module, lambda: converge(module, Systemd(module), module.params), failure=ModuleFailure)
+        result = run_locked(module, lambda: converge(module, systemd_for(module), module.params), failure=ModuleFailure)
     except ModuleFailure as exc:
         module.fail_json(msg=exc.msg, **exc.result)
     module.exit_json(**result)

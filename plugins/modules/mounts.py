@@ -27,7 +27,8 @@ description:
 author:
   - overlayfs.systemd maintainers (@overlayfs-systemd)
 requirements:
-  - systemd as the init system (C(systemctl)); Linux with the C(overlay) file system.
+  - systemd as the init system (C(systemctl)); Linux with the C(overlay) file system. Offline (an image root, see
+    the notes) no C(systemctl) is needed.
 seealso:
   - module: overlayfs.systemd.mount
     description: One overlay, the same options as an item of O(overlays).
@@ -51,6 +52,7 @@ extends_documentation_fragment:
   - overlayfs.systemd.attributes.files
   - overlayfs.systemd.overlay.items
   - overlayfs.systemd.lock
+  - overlayfs.systemd.offline
 options:
   overlays:
     description:
@@ -128,6 +130,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+offline:
+  description:
+    - True when systemd does not run on the target (an image root, a chroot, C(SYSTEMD_OFFLINE=1)). The run
+      wrote unit files and their C([Install]) links only and started, stopped and reloaded nothing (see the notes).
+  returned: always
+  type: bool
+  sample: false
 lock:
   description: The host-wide lock (O(lock_timeout)) of this run.
   returned: always
@@ -248,7 +257,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.overlayfs.systemd.plugins.module_utils._bulk import converge_many
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import ModuleFailure
 from ansible_collections.overlayfs.systemd.plugins.module_utils._hostlock import LOCK_ARGUMENT_SPEC, run_locked
-from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
+from ansible_collections.overlayfs.systemd.plugins.module_utils._offline_host import systemd_for
 
 
 def main() -> None:
@@ -269,7 +278,7 @@ def main() -> None:
             module,
             lambda: converge_many(
                 module,
-                Systemd(module),
+                systemd_for(module),
                 overlays=p["overlays"],
                 defaults=p["defaults"],
                 exclusive=p["exclusive"],

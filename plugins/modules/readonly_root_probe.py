@@ -112,6 +112,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+offline:
+  description:
+    - Why systemd cannot be asked on this host (an image root in a chroot, no C(/run/systemd/system),
+      C(SYSTEMD_OFFLINE=1)), decided as M(overlayfs.systemd.mount) does; null on a booted host. The
+      C(overlayfs.systemd.readonly_root) role refuses to run when it is set.
+  returned: always
+  type: str
+  sample: running in a chroot (/ is not the root of PID 1)
 probe:
   description: The raw reads (boot state, config in the real root, initramfs, RAM, mounts, trial records).
   returned: always
@@ -158,6 +166,8 @@ warnings_found:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.overlayfs.systemd.plugins.module_utils._offline import offline_reason
+from ansible_collections.overlayfs.systemd.plugins.module_utils._offline_host import observe
 from ansible_collections.overlayfs.systemd.plugins.module_utils._readonly_root import (
     CHECK_NAMES,
     Declaration,
@@ -220,6 +230,7 @@ def main() -> None:
         facts=facts(host, decl),
         facts_after_write=facts(host, decl, configured=decl.overlayroot),
         size_kib=size_kib(decl.tmpfs_size, host["mem_total_kib"]),
+        offline=offline_reason(observe()),
     )
     if prm["verify"]:
         result["problems"], result["warnings_found"] = verify(host, decl, writable(decl.persistent_paths))

@@ -90,7 +90,10 @@ class FakeHost:
             proc=str(self.proc),
             fstab=str(root / "fstab"),
             overlay_params=str(self.overlay_params),
+            booted_marker=str(root / "run" / "systemd" / "system"),
         )
+        # A host booted with systemd; tests of offline runs (an image root) remove it.
+        (root / "run" / "systemd" / "system").mkdir(parents=True)
         self.next_id = 200
         self.active: set[str] = set()
 

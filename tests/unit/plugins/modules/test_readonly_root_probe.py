@@ -97,3 +97,11 @@ def test_verify_reports_a_full_upper(module_env, monkeypatch):
     assert r["problems"] == []
     assert r["facts"]["current"]["upper"]["free_kib"] == 0
     assert any("100.0% full" in w for w in r["warnings"])
+
+
+@pytest.mark.parametrize("env, offline", [("1", "SYSTEMD_OFFLINE=1 is set"), ("0", None)])
+def test_offline_reason_reported_for_the_role_to_refuse(module_env, monkeypatch, env, offline):
+    monkeypatch.setenv("SYSTEMD_OFFLINE", env)
+    res = run_main(mod.main, dict(ARGS), check_mode=True)
+    assert isinstance(res, AnsibleExitJson), res.result
+    assert res.result["offline"] == offline
