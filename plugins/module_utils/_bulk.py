@@ -387,9 +387,20 @@ def _failed_message(
     )
 
 
+def reboot_notice(reports: list[dict[str, Any]]) -> str | None:
+    """The warning of a run whose live overlays wait for a reboot (their units changed), None if none do."""
+    paths = [r["path"] for r in reports if r.get("reboot_required")]
+    if not paths:
+        return None
+    return "%s: the live overlays differ from their units; reboot (reboot_required) to apply." % ", ".join(paths)
+
+
 def _bulk_result(module: AnsibleModule, items: list[BulkItem], tplan: TargetPlan | None) -> dict[str, Any]:
     declared = [it.report() for it in items if not it.removal]
     removals = [it.report() for it in items if it.removal]
+    notice = reboot_notice(declared)
+    if notice:
+        module.warn(notice)
     result: dict[str, Any] = dict(
         results=declared,
         removed=[it.path for it in items if it.removal and it.error is None],

@@ -216,6 +216,20 @@ def test_next_boot_reports_reboot_required(host):
     r = ok({"overlays": new, "defaults": {"apply": "next_boot"}})
     assert r["changed"] and r["reboot_required"]
     assert [c[0] for c in host.mutating()] == ["daemon-reload"]
+    # The reboot notice (the overlays role's only one): a warning naming every waiting overlay, also when unchanged.
+    paths = ", ".join(r["path"] for r in r["results"])
+    notice = "%s: the live overlays differ from their units; reboot (reboot_required) to apply." % paths
+    assert notice in get_warning_messages()
+    again = ok({"overlays": new, "defaults": {"apply": "next_boot"}})
+    assert not again["changed"] and again["reboot_required"] and notice in get_warning_messages()
+
+
+def test_no_reboot_notice_when_nothing_waits(host):
+    items = kiosk(host, 2)
+    seen = len(get_warning_messages())
+    r = ok({"overlays": items})
+    assert not r["reboot_required"]
+    assert not [w for w in get_warning_messages()[seen:] if "reboot" in w]
 
 
 def test_foreign_target_is_refused(host):
