@@ -41,9 +41,7 @@ CONTAINER = "overlayfs-bench-perf"
 
 def expand_env(text: str) -> str:
     """``${NAME:-default}`` and ``${NAME}`` as molecule (and the shell) expand them in its config."""
-    return re.sub(
-        r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text
-    )
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text)
 
 
 def docker_run_args(name: str) -> list[str]:

@@ -209,7 +209,7 @@ def converge_many(
             "%d overlay problem(s), nothing was changed: %s" % (len(problems), " | ".join(problems)), result
         )
     if module.check_mode:
-        return result
+        return _warn_reboot(module, result)
     work = _refuse_busy(items)
     before = dependents_before(
         sd, [prep for dummy, prep in work], exclude=tuple(tplan.stale) if tplan else (), removals=tplan is not None
@@ -245,6 +245,13 @@ def converge_many(
         failure.msg = _failed_message(items, failed, tplan, result["restarted_units"]) + failure.msg
     if failure is not None:
         raise failure
+    return _warn_reboot(module, result)
+
+
+def _warn_reboot(module: AnsibleModule, result: dict[str, Any]) -> dict[str, Any]:
+    notice = reboot_notice(result["results"])
+    if notice:
+        module.warn(notice)
     return result
 
 
@@ -398,9 +405,6 @@ def reboot_notice(reports: list[dict[str, Any]]) -> str | None:
 def _bulk_result(module: AnsibleModule, items: list[BulkItem], tplan: TargetPlan | None) -> dict[str, Any]:
     declared = [it.report() for it in items if not it.removal]
     removals = [it.report() for it in items if it.removal]
-    notice = reboot_notice(declared)
-    if notice:
-        module.warn(notice)
     result: dict[str, Any] = dict(
         results=declared,
         removed=[it.path for it in items if it.removal and it.error is None],
