@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -38,9 +39,14 @@ BASE = REPO / ".config" / "molecule" / "config.yml"
 CONTAINER = "overlayfs-bench-perf"
 
 
+def expand_env(text: str) -> str:
+    """``${NAME:-default}`` and ``${NAME}`` as molecule (and the shell) expand them in its config."""
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text)
+
+
 def docker_run_args(name: str) -> list[str]:
     """`docker run` arguments for a bench container, from the shared molecule platform settings."""
-    p = yaml.safe_load(BASE.read_text())["platforms"][0]
+    p = yaml.safe_load(expand_env(BASE.read_text()))["platforms"][0]
     args = ["docker", "run", "-d", "--name", name, "--network", p["network_mode"], "--cgroupns", p["cgroupns_mode"]]
     args += ["--stop-signal", p["stop_signal"]]
     args += [a for cap in p["capabilities"] for a in ("--cap-add", cap)]

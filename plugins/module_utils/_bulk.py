@@ -213,7 +213,7 @@ def converge_many(
             "%d overlay problem(s), nothing was changed: %s" % (len(problems), " | ".join(problems)), result
         )
     if module.check_mode:
-        return result
+        return _warn_reboot(module, result)
     work = _refuse_busy(items)
     before = dependents_before(
         sd, [prep for dummy, prep in work], exclude=tuple(tplan.stale) if tplan else (), removals=tplan is not None
@@ -249,6 +249,13 @@ def converge_many(
         failure.msg = _failed_message(items, failed, tplan, result["restarted_units"]) + failure.msg
     if failure is not None:
         raise failure
+    return _warn_reboot(module, result)
+
+
+def _warn_reboot(module: AnsibleModule, result: dict[str, Any]) -> dict[str, Any]:
+    notice = reboot_notice(result["results"])
+    if notice:
+        module.warn(notice)
     return result
 
 
@@ -389,6 +396,14 @@ def _failed_message(
         " | ".join(it.report()["msg"] for it in failed),
         back,
     )
+
+
+def reboot_notice(reports: list[dict[str, Any]]) -> str | None:
+    """The warning of a run whose live overlays wait for a reboot (their units changed), None if none do."""
+    paths = [r["path"] for r in reports if r.get("reboot_required")]
+    if not paths:
+        return None
+    return "%s: the live overlays differ from their units; reboot (reboot_required) to apply." % ", ".join(paths)
 
 
 def _bulk_result(module: AnsibleModule, sd: Systemd, items: list[BulkItem], tplan: TargetPlan | None) -> dict[str, Any]:

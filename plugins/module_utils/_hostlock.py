@@ -19,13 +19,19 @@ first (the kernel's word), then from the file.
 
 Read-only runs (``mount_info``, ``upper state=inspected``, check mode)
 take no lock: :func:`needs_lock` says which runs do.
+
+A role whose writes span several tasks (readonly_root) holds it with the
+``host_lock`` module: :func:`start_holder` leaves a detached process holding
+it, :func:`stop_holder` ends that process.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
+import signal
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -305,3 +311,121 @@ def run_locked(
         raise failure(exc.message, dict(changed=False, param=exc.param, lock=refused.as_result())) from None
     result["lock"] = report.as_result()
     return result
+
+
+# A lock held across several tasks (the readonly_root role's writes): a
+# detached process takes it and keeps it until released or ``hold`` seconds
+# passed (a controller that died never releases it).
+
+
+def start_holder(*, timeout: float, hold: float, path: str = "") -> dict[str, Any]:
+    """Take the lock in a detached process that keeps it until :func:`stop_holder` or ``hold`` seconds.
+
+    Returns ``pid`` (the holder), ``waited`` and ``waited_for`` like a
+    :class:`LockReport`; raises LockError when the lock was not taken.
+    """
+    if hold <= 0:
+        raise LockError("hold_timeout must be more than 0 seconds, got %s" % hold)
+    rfd, wfd = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked processes
+        try:
+            os.close(rfd)
+            _detach(wfd)
+            os.setsid()
+            if os.fork() == 0:
+                _hold(wfd, timeout=timeout, hold=hold, path=path or LOCK_PATH)
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    os.waitpid(child, 0)
+    with os.fdopen(rfd, "rb") as fh:
+        line = fh.readline()
+    reply = json.loads(line.decode("utf-8")) if line else dict(error="the lock holder process died before it reported")
+    if "error" in reply:
+        raise LockError(reply["error"], reply.get("holder"), reply.get("waited", 0.0))
+    return reply
+
+
+def _detach(keep: int) -> None:  # pragma: no cover - runs in the forked process
+    """Standard streams to /dev/null and every other descriptor but ``keep`` closed (the module's pipes)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 65536)
+
+
+def _hold(wfd: int, *, timeout: float, hold: float, path: str) -> None:  # pragma: no cover - forked
+    lock = HostLock(path=path, timeout=timeout)
+    try:
+        report = lock.acquire()
+    except LockError as exc:
+        os.write(wfd, (json.dumps(dict(error=exc.message, holder=exc.holder, waited=exc.waited)) + "\n").encode())
+        return
+    except Exception as exc:  # noqa: BLE001 - every failure goes back to the module
+        os.write(wfd, (json.dumps(dict(error="cannot take the host lock %s: %s" % (path, exc))) + "\n").encode())
+        return
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(True))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out = dict(pid=os.getpid(), waited=round(report.waited, 1), waited_for=report.holder)
+    os.write(wfd, (json.dumps(out) + "\n").encode())
+    os.close(wfd)
+    deadline = time.monotonic() + hold
+    while not stop and time.monotonic() < deadline:
+        time.sleep(min(POLL_INTERVAL, max(deadline - time.monotonic(), 0.0)))
+    lock.release()
+
+
+def held_by(pid: int, *, path: str = "", proc_root: str = "/proc") -> bool:
+    """Whether process ``pid`` holds the host lock now (``/proc/locks``)."""
+    try:
+        st = os.stat(path or LOCK_PATH, follow_symlinks=False)
+        with open("%s/locks" % proc_root, encoding="ascii", errors="replace") as fh:
+            return pid in parse_proc_locks(fh.read(), st.st_dev, st.st_ino)
+    except OSError:
+        return False
+
+
+def stop_holder(pid: int, *, path: str = "", wait: float = 10.0) -> bool:
+    """Release the lock that :func:`start_holder`'s process ``pid`` holds; False when it held none any more.
+
+    Only a process that holds the lock and wrote its pid into the lock file
+    is signalled; it is waited for until it let go.
+    """
+    path = path or LOCK_PATH
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            written = parse_lock_file(fh.read())
+    except OSError:
+        return False
+    if written != pid or not held_by(pid, path=path):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while held_by(pid, path=path):
+        if time.monotonic() >= deadline:
+            raise LockError("the lock holder pid %d did not let go of %s within %s s" % (pid, path, _seconds(wait)))
+        time.sleep(POLL_INTERVAL / 2)
+    return True
+
+
+def hold_state(*, state: str, holder: int | None, timeout: float, hold: float, check_mode: bool) -> dict[str, Any]:
+    """The ``host_lock`` module's run: its result, with ``warnings``; raises LockError (nothing held)."""
+    report = LockReport(LOCK_PATH)
+    result: dict[str, Any] = dict(changed=False, warnings=[])
+    if state == "released":
+        released = not check_mode and holder is not None and stop_holder(holder)
+        if not check_mode and not released:
+            result["warnings"].append("pid %s no longer held %s (hold_timeout passed?)" % (holder, report.path))
+        return dict(result, released=released, lock=report.as_result())
+    if check_mode:
+        return dict(result, lock=report.as_result())
+    got = start_holder(timeout=timeout, hold=hold)
+    taken = LockReport(report.path, waited=got["waited"], holder=got["waited_for"], taken=True)
+    msg = taken.message()
+    if msg:
+        result["warnings"].append(msg)
+    return dict(result, holder=got["pid"], lock=taken.as_result())

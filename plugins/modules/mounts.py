@@ -183,6 +183,7 @@ changed:
 reboot_required:
   description:
     - True when any overlay's live mount differs from its units and was left alone (see M(overlayfs.systemd.mount)).
+    - The run then also warns, naming those overlays' paths.
   returned: always
   type: bool
   sample: false

@@ -16,7 +16,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._readonly_root i
 ROLE = Path(__file__).resolve().parents[3] / "roles" / "readonly_root"
 SPEC = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-PY_TYPES = {"str": str, "path": str, "bool": bool, "int": int, "list": list}
+PY_TYPES = {"str": str, "path": str, "bool": bool, "int": int, "list": list, "float": (int, float)}
 
 
 def test_defaults_match_argument_specs_exactly():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from functools import partial
 
+from ansible.module_utils import basic
 from ansible.module_utils.common.warnings import get_warning_messages
 from fakehost import expect_failed, expect_ok, lock_held, run_main
 
@@ -208,7 +209,15 @@ def test_failed_activation_rolls_back_that_item_only(host):
     assert "overlays.target" not in host.active
 
 
-def test_next_boot_reports_reboot_required(host):
+def warnings_of(monkeypatch) -> list[str]:
+    """Every module.warn() of the test (warn() goes to the controller's display once ansible's CLI is imported)."""
+    seen: list[str] = []
+    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, msg: seen.append(msg))
+    return seen
+
+
+def test_next_boot_reports_reboot_required(host, monkeypatch):
+    warned = warnings_of(monkeypatch)
     items = kiosk(host, 2)
     ok({"overlays": items})
     new = [dict(i, lowerdir=[host.path("opt/app/v3")] + i["lowerdir"]) for i in items]
@@ -216,6 +225,18 @@ def test_next_boot_reports_reboot_required(host):
     r = ok({"overlays": new, "defaults": {"apply": "next_boot"}})
     assert r["changed"] and r["reboot_required"]
     assert [c[0] for c in host.mutating()] == ["daemon-reload"]
+    # The reboot notice (the overlays role's only one): a warning naming every waiting overlay, also when unchanged.
+    paths = ", ".join(r["path"] for r in r["results"])
+    notice = "%s: the live overlays differ from their units; reboot (reboot_required) to apply." % paths
+    assert warned == [notice]
+    again = ok({"overlays": new, "defaults": {"apply": "next_boot"}})
+    assert not again["changed"] and again["reboot_required"] and warned == [notice, notice]
+
+
+def test_no_reboot_notice_when_nothing_waits(host, monkeypatch):
+    warned = warnings_of(monkeypatch)
+    r = ok({"overlays": kiosk(host, 2)})
+    assert not r["reboot_required"] and warned == []
 
 
 def test_foreign_target_is_refused(host):
