@@ -106,15 +106,21 @@ def resume(module: AnsibleModule, sd: Any, params: dict[str, Any], j: jn.Journal
     actions.append("%s %s: %s" % (verb, what, d.reason))
     if module.check_mode:
         return d.action
-    if d.action == "back":
-        _back(module, sd, params, j, d, result)
+    try:
+        if d.action == "back":
+            _back(module, sd, params, j, d, result)
+            remove_journal(j.upperdir)
+            return d.action
+        if d.action == "forward":
+            _forward(module, sd, params, j, d, result)
+        else:
+            result.update(method=j.method, lowerdir=list(j.new_lowers), masked=[], mounted=True)
         remove_journal(j.upperdir)
-        return d.action
-    if d.action == "forward":
-        _forward(module, sd, params, j, d, result)
-    else:
-        result.update(method=j.method, lowerdir=list(j.new_lowers), masked=[], mounted=True)
-    remove_journal(j.upperdir)
+    except OSError as exc:
+        raise ModuleFailure(
+            "%s: %s failed: %s; the journal %s stays for the next run" % (what, verb, exc, jn.journal_path(j.upperdir)),
+            dict(result, param="dest"),
+        ) from None
     # The overlay runs on dest now: what the dead run moved aside is there.
     for beside in (j.upperdir, j.workdir):
         aside = jn.aside_path(beside, "commit", j.pid)
@@ -148,10 +154,10 @@ def _back(
 def _forward(
     module: AnsibleModule, sd: Any, params: dict[str, Any], j: jn.Journal, d: jn.Decision, result: dict[str, Any]
 ) -> None:
-    if j.method == "rename":
-        _stack.strip_bookkeeping(j.dest)  # again: the run may have died before or while it did
     asides: list[tuple[str, str]] = []
     try:
+        if j.method == "rename":
+            _stack.strip_bookkeeping(j.dest)  # again: the run may have died before or while it did
         if d.upper == "make":
             os.mkdir(j.upperdir, 0o700)
             lc.copy_metadata(os.lstat(j.dest), read_xattrs(j.dest), j.upperdir)

@@ -321,12 +321,7 @@ def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, An
                 % (ov.path, j.dest, j.squash, j.pid, j.phase, j.dest, j.squash),
                 dict(result, param="dest", interrupted_commit=j.as_result()),
             )
-        if leftovers.pid_alive(j.pid, _names.ROOTS.proc) and j.pid != os.getpid():
-            raise er.ModuleFailure(
-                "a commit of %s by pid %d is in progress (%s); wait for it"
-                % (ov.path, j.pid, jn.journal_path(ov.upperdir)),
-                dict(result, param="path"),
-            )
+        # This run holds the host lock, so the journal's run is dead (its pid may be reused by now).
         if resume.resume(module, sd, ov.params, j, result) != "back" or module.check_mode:
             return
         ov = load_overlay(sd, ov.path, result)
