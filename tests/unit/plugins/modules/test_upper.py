@@ -26,6 +26,7 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinf
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
 from ansible_collections.overlayfs.systemd.plugins.modules import mount as mount_mod
+from ansible_collections.overlayfs.systemd.plugins.modules import mount_info as mount_info_mod
 from ansible_collections.overlayfs.systemd.plugins.modules import upper as mod
 
 ok = partial(expect_ok, mod.main)
@@ -582,6 +583,8 @@ def test_interrupted_commit_other_states(host, app, monkeypatch):
         run_killed(args)
     r = ok({"path": host.path("srv/app")})
     assert r["interrupted_commit"]["dest"] == dest and r["interrupted_commit"]["phase"] == "move"
+    info = expect_ok(mount_info_mod.main, {"path": [host.path("srv/app")]})
+    assert info["overlays"][0]["interrupted_commit"]["dest"] == dest
     r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
     assert "was interrupted in phase move" in r["msg"] and r["param"] == "state"
     r = failed(dict(args, dest=host.path("var/layers/other")))
@@ -590,6 +593,8 @@ def test_interrupted_commit_other_states(host, app, monkeypatch):
     assert check["interrupted_commit"]["action"] == "back" and _journal_of(app) is not None
     assert ok(args)["interrupted_commit"]["action"] == "back"
     assert _live_lowers(host)[0] == dest
+    info = expect_ok(mount_info_mod.main, {"path": [host.path("srv/app")]})
+    assert info["overlays"][0]["interrupted_commit"] is None
 
 
 def run_killed(args):
