@@ -195,8 +195,11 @@ def refuse_if_busy(prep: Prepared) -> None:
             raise _fail(prep.result, busy, prep.was_mounted)
 
 
-def apply_files(module: AnsibleModule, sd: Systemd, prep: Prepared) -> None:
-    """Create directories, stop what must stop, write and remove unit files. Raises ActivationError."""
+def apply_files(module: AnsibleModule, sd: Systemd, prep: Prepared, *, stopped: bool = False) -> None:
+    """Create directories, stop what must stop, write and remove unit files. Raises ActivationError.
+
+    ``stopped``: the caller already stopped ``prep.plan.stop`` (a commit moves the upper in between).
+    """
     spec, pl = prep.spec, prep.plan
     prep.created.clear()
     step = "create directories"
@@ -215,7 +218,8 @@ def apply_files(module: AnsibleModule, sd: Systemd, prep: Prepared) -> None:
                     os.fchmod(fd, spec.upper_mode)
             finally:
                 os.close(fd)
-        for verb, names, run in (("stop", pl.stop, sd.stop), ("disable", pl.disable, sd.disable)):
+        stops = [] if stopped else pl.stop
+        for verb, names, run in (("stop", stops, sd.stop), ("disable", pl.disable, sd.disable)):
             for name in names:
                 step = "%s %s" % (verb, name)
                 run(name)

@@ -28,7 +28,7 @@ import os
 import shutil
 import stat
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._layercopy import copy_entry
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import MountInfo, mount_containing
@@ -204,15 +204,21 @@ def count_upper(root: str) -> dict[str, int]:
     return {k: stats[k] for k in COUNTS}
 
 
-def stack_upper(upper: str, dest: str) -> tuple[str, dict[str, int]]:
+def stack_upper(
+    upper: str, dest: str, *, check: bool = True, before_copy: Callable[[], None] | None = None
+) -> tuple[str, dict[str, int]]:
     """Make the (unmounted) upper directory the new layer ``dest``; returns ("rename"|"copy", counts).
 
     ``dest`` must not exist or be an empty directory (rename(2) replaces
     it). A rename leaves no ``upper`` behind (the caller
     creates the new empty one); a copy leaves ``upper`` as it was. The copy
     goes to a hidden sibling of ``dest`` and is renamed when complete.
+    ``check``: refuse redirects and metacopy first (:func:`check_upper`;
+    off when the caller did). ``before_copy`` runs before a copy starts
+    (the commit journal records the method there).
     """
-    check_upper(upper)
+    if check:
+        check_upper(upper)
     if same_filesystem(upper, dest):
         counts = count_upper(upper)
         try:
@@ -225,6 +231,8 @@ def stack_upper(upper: str, dest: str) -> tuple[str, dict[str, int]]:
         else:
             counts["dropped_xattrs"] = strip_bookkeeping(dest)
             return "rename", counts
+    if before_copy is not None:
+        before_copy()
     parent, base = os.path.split(dest)
     tmp = os.path.join(parent, ".%s.overlayfs-partial-%d" % (base, os.getpid()))  # a dead run's: _leftovers
     try:

@@ -19,15 +19,17 @@ import os
 import re
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _commit_resume as resume
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _converge as conv
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _errors as er
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _layer, _names, _oci, _restarts, _stack
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _image as img
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _journal as jn
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _layercopy as lc
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _leftovers as leftovers
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _upper as up
@@ -73,6 +75,8 @@ class Overlay:
     lowers: list[str]
     live: MountInfo | None
     live_options: dict[str, str | None]
+    #: The active units a stop of this overlay takes down (run_state fills it for discard and commit).
+    dependents: list[str] = field(default_factory=list)
 
     @property
     def tmpfs_dir(self) -> str | None:
@@ -288,11 +292,47 @@ def refuse_redirects(ov: Overlay, verb: str, result: dict[str, Any]) -> None:
         )
 
 
+def pending_journal(ov: Overlay, result: dict[str, Any]) -> jn.Journal | None:
+    """The journal of an interrupted commit of ``ov``, or None; an unreadable one is refused."""
+    try:
+        return resume.read_journal(ov.upperdir)
+    except (jn.JournalError, OSError) as exc:
+        raise er.ModuleFailure(
+            "%s: %s; nothing was changed. Check the upper %s and remove the journal"
+            % (jn.journal_path(ov.upperdir), exc, ov.upperdir),
+            dict(result, param="path"),
+        ) from None
+
+
 def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, Any]) -> None:
-    """``committed``: the upper becomes the new top lower (stacked), or the merged view one layer (squash)."""
+    """``committed``: the upper becomes the new top lower (stacked), or the merged view one layer (squash).
+
+    An interrupted commit (its journal) is finished or undone first; undone,
+    the commit runs again from the start.
+    """
+    p = module.params
+    dest = dest_param(p["dest"], result)
+    j = pending_journal(ov, result)
+    if j is not None:
+        if (j.dest, j.squash) != (dest, p["squash"]):
+            raise er.ModuleFailure(
+                "an interrupted commit of %s to %s (squash: %s, pid %d, phase %s) must be finished first; run "
+                "state=committed with dest: %s and squash: %s"
+                % (ov.path, j.dest, j.squash, j.pid, j.phase, j.dest, j.squash),
+                dict(result, param="dest", interrupted_commit=j.as_result()),
+            )
+        # This run holds the host lock, so the journal's run is dead (its pid may be reused by now).
+        if resume.resume(module, sd, ov.params, j, result) != "back" or module.check_mode:
+            return
+        ov = load_overlay(sd, ov.path, result)
+        ov.dependents = list(j.dependents)
+    commit_fresh(module, sd, ov, dest, result)
+
+
+def commit_fresh(module: AnsibleModule, sd: Systemd, ov: Overlay, dest: str, result: dict[str, Any]) -> None:
+    """A commit with no interrupted one pending."""
     p = module.params
     squash = p["squash"]
-    dest = dest_param(p["dest"], result)
     insp = inspect(ov)
     result.update(insp.as_result())
     unit_lowers = list(ov.params["lowerdir"])
@@ -349,26 +389,50 @@ def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, An
         result["lowerdir"] = ov.lowers
         return
     refuse_if_in_use(ov, result)
+    if not squash:
+        try:
+            _stack.check_upper(ov.upperdir)  # redirects and metacopy refused before anything stops
+        except up.UpperError as exc:
+            raise er.ModuleFailure(str(exc), dict(result, changed=False, lowerdir=ov.lowers, param=exc.param)) from None
     created: list[str] = []
+    journal = jn.Journal(
+        pid=os.getpid(),
+        path=ov.path,
+        unit=ov.unit,
+        upperdir=ov.upperdir,
+        workdir=ov.workdir,
+        dest=dest,
+        squash=squash,
+        old_lowers=tuple(unit_lowers),
+        new_lowers=tuple(new_lowers),
+        owner=new_params["owner"],
+        group=new_params["group"],
+        mode=new_params["mode"],
+        dependents=tuple(ov.dependents),
+    )
     try:
         make_dirs_secure(os.path.dirname(dest), 0o755, 0, 0, created, 0o755)
+        resume.write_journal(module, journal)  # before dest exists: a dead run's placeholder is undone
         if squash:
             squash_copy(ov, dest, result)
         else:
             os.mkdir(dest, 0o755)  # an empty placeholder the upper replaces after the stop (rename(2))
     except (OSError, OverlayError) as exc:
         _host.remove_created(created, _host.read_mounts())
+        resume.remove_journal(ov.upperdir)
         raise er.ModuleFailure(
             "copying %s to %s failed (%s); removed the partial copy, nothing else was changed" % (ov.path, dest, exc),
             dict(result, changed=False, lowerdir=ov.lowers),
         ) from None
     try:
-        unit_diffs = restack(module, sd, ov, new_params, dest, result, stacked=not squash)
-    except er.ModuleFailure:
+        unit_diffs = restack(module, sd, ov, new_params, dest, result, stacked=not squash, journal=journal)
+    except er.ModuleFailure as exc:
         if result.get("method") != "rename":
             lc.remove_tree(dest)  # the placeholder or a copy; the upper itself is in its place
         if not os.path.lexists(dest):
             _host.remove_created(created, _host.read_mounts())
+        if not getattr(exc, "keep_journal", False):
+            resume.remove_journal(ov.upperdir)  # everything was put back
         raise
     if module._diff:
         result["diff"] = diffs + unit_diffs
@@ -386,20 +450,33 @@ def squash_copy(ov: Overlay, dest: str, result: dict[str, Any]) -> None:
     result["actions"].append(Action("copy", dest, ov.path).text)
 
 
-def stack_upper(ov: Overlay, dest: str, result: dict[str, Any], asides: list[tuple[str, str]]) -> None:
+def stack_upper(
+    module: AnsibleModule, ov: Overlay, dest: str, result: dict[str, Any], journal: jn.Journal
+) -> tuple[jn.Journal, list[tuple[str, str]]]:
     """The stopped overlay's upper becomes ``dest``; an empty upper like the old one's root takes its place.
 
-    ``asides`` gets what ``restore`` needs to undo it: for a rename, the
-    upper's way back from ``dest``; for a copy, the old upper moved aside.
+    The journal records each step before it happens (``move`` with the
+    method, ``swap`` once ``dest`` is complete). Returns the journal and
+    what ``restore`` needs to undo it: for a rename, the upper's way back
+    from ``dest``; for a copy, the old upper moved aside.
     """
-    how, counts = _stack.stack_upper(ov.upperdir, dest)
+    asides: list[tuple[str, str]] = []
+    method = "rename" if _stack.same_filesystem(ov.upperdir, dest) else "copy"
+    j = resume.write_journal(module, journal.at("move", method))
+
+    def before_copy() -> None:
+        resume.write_journal(module, j.at("move", "copy"))
+
+    how, counts = _stack.stack_upper(ov.upperdir, dest, check=False, before_copy=before_copy)
     result.update(method=how, copied=counts)
+    j = resume.write_journal(module, j.at("swap", how))
     if how == "copy":
         asides.append((ov.upperdir, lc.swap_empty(ov.upperdir, "commit", template=dest)))
-        return
+        return j, asides
     asides.append((ov.upperdir, dest))
     os.mkdir(ov.upperdir, 0o700)
     lc.copy_metadata(os.lstat(dest), up.read_xattrs(dest), ov.upperdir)
+    return j, asides
 
 
 def restack(
@@ -411,11 +488,15 @@ def restack(
     result: dict[str, Any],
     *,
     stacked: bool,
+    journal: jn.Journal,
 ) -> list[dict[str, str]]:
-    """Stop, write the units with the new lowers, swap in empty upper/work, start: the mount module's phases.
+    """Stop, move the upper to ``dest``, swap in empty upper/work, write the units with the new lowers, start.
 
-    ``stacked``: the stopped upper itself becomes ``dest`` (``stack_upper``);
-    otherwise ``dest`` is already the squashed copy.
+    The mount module's phases, in the order that keeps the units on the old
+    lowers until ``dest`` is complete; ``journal`` records each step before
+    it (``_journal``), so a run killed anywhere is finished or undone by the
+    next. ``stacked``: the stopped upper itself becomes ``dest``
+    (``stack_upper``); otherwise ``dest`` is already the squashed copy.
 
     Returns the unit diffs. On failure the old upper and work come back and
     ``rollback_failure`` restores the old units and mount.
@@ -437,36 +518,48 @@ def restack(
             dict(result, lowerdir=ov.lowers),
         )
     asides: list[tuple[str, str]] = []
+    step = "stop %s" % ov.unit
     try:
-        conv.apply_files(module, sd, prep)
-        try:
-            ensure_unmounted(ov)
-        except OverlayError as exc:
-            raise conv.ActivationError("stop %s" % ov.unit, exc) from exc
+        for name in prep.plan.stop:
+            step = "stop %s" % name
+            sd.stop(name)
+        ensure_unmounted(ov)
+        step = "move %s to %s" % (ov.upperdir, dest)
         if stacked:
-            stack_upper(ov, dest, result, asides)
+            journal, asides = stack_upper(module, ov, dest, result, journal)
         else:  # squash: dest is a copy of the merged view
+            journal = resume.write_journal(module, journal.at("swap", "squash"))
             asides.append((ov.upperdir, lc.swap_empty(ov.upperdir, "commit", template=dest)))
+        step = "empty %s" % ov.workdir
         asides.append((ov.workdir, lc.swap_empty(ov.workdir, "commit")))
+        conv.apply_files(module, sd, prep, stopped=True)  # the units with the new lowers
         if prep.plan.daemon_reload:
             try:
                 sd.daemon_reload()
             except CommandError as exc:
                 raise conv.ActivationError("daemon-reload", exc) from exc
         conv.activate(module, sd, prep)
-    except (conv.ActivationError, OSError, CommandError) as exc:
+    except (conv.ActivationError, OSError, CommandError, OverlayError, up.UpperError) as exc:
         problems = restore(asides)
-        act = exc if isinstance(exc, conv.ActivationError) else conv.ActivationError("empty the upper", exc)
+        act = exc if isinstance(exc, conv.ActivationError) else conv.ActivationError(step, exc)
         err = conv.rollback_failure(module, sd, prep, act)
-        raise er.ModuleFailure(
+        failure = er.ModuleFailure(
             "%s The old upper and work directories were put back%s.%s"
             % (
                 err.msg,
                 "" if result.get("method") == "rename" else "; removed %s" % dest,
-                (" Problems: %s" % "; ".join(problems)) if problems else "",
+                (
+                    " Problems: %s; the commit journal %s stays for the next run"
+                    % ("; ".join(problems), jn.journal_path(ov.upperdir))
+                )
+                if problems
+                else "",
             ),
             {**result, **err.result, "lowerdir": ov.lowers},
-        ) from None
+        )
+        failure.keep_journal = bool(problems)  # type: ignore[attr-defined]
+        raise failure from None
+    resume.remove_journal(ov.upperdir)  # the overlay runs on dest: what is moved aside is in dest
     for _path, aside in asides:
         if aside != dest:  # a renamed upper is the new layer now
             lc.remove_tree(aside)
@@ -581,12 +674,20 @@ def run_state(
     A state that restarts the overlay starts again what the stop took down
     (``restarted_units``), also when it failed.
     """
-    restarts = handler in (discard, commit) and ov.live is not None and not module.check_mode
-    before = _restarts.active_dependents([ov.unit], sd.show) if restarts else []
     failure: ModuleFailure | None = None
+    restarts = False
+    before: list[str] = []
     try:
+        pending = pending_journal(ov, result)
+        if pending is not None:
+            refuse_pending(handler, ov, pending, result)
+        live = ov.live is not None
+        restarts = handler in (discard, commit) and not module.check_mode and (live or pending is not None)
+        before = _restarts.active_dependents([ov.unit], sd.show) if restarts and ov.live is not None else []
+        before += [u for u in (pending.dependents if pending else ()) if u not in before]
+        ov.dependents = before
         if handler is not inspect_state:
-            clean_leftovers(module, ov, result)
+            clean_leftovers(module, ov, result, pending)
         handler(module, sd, ov, result)
     except (up.UpperError, img.LayerError) as exc:
         failure = ModuleFailure(str(exc), dict(result, param=exc.param))
@@ -601,18 +702,38 @@ def run_state(
         raise failure
 
 
-def clean_leftovers(module: AnsibleModule, ov: Overlay, result: dict[str, Any]) -> None:
+def refuse_pending(handler: Callable[..., None], ov: Overlay, j: jn.Journal, result: dict[str, Any]) -> None:
+    """Only ``committed`` acts on an overlay with an interrupted commit; ``inspected`` reports it."""
+    result["interrupted_commit"] = j.as_result()
+    if handler in (commit, inspect_state):
+        return
+    raise er.ModuleFailure(
+        "the commit of %s to %s (pid %d) was interrupted in phase %s; finish or undo it first: state=committed with "
+        "dest: %s and squash: %s (%s)"
+        % (ov.path, j.dest, j.pid, j.phase, j.dest, j.squash, jn.journal_path(ov.upperdir)),
+        dict(result, param="state"),
+    )
+
+
+def clean_leftovers(
+    module: AnsibleModule, ov: Overlay, result: dict[str, Any], pending: jn.Journal | None = None
+) -> None:
     """Find the leftovers of dead runs beside dest, the upper and the work directory; remove the safe ones.
 
-    Check mode only reports them (``cleaned`` says "would remove").
+    The layers an interrupted commit (``pending``) moved aside are its
+    resume's to handle. Check mode only reports them (``cleaned`` says
+    "would remove").
     """
     paths = [x for x in (ov.upperdir, ov.workdir) if x]
     dest = module.params.get("dest")
     if dest and os.path.isabs(dest):
         paths.append(os.path.normpath(dest))
     mounts = _host.read_mounts()
+    found = leftovers.find(paths, list_dir)
+    if pending is not None:
+        found = [x for x in found if not (x.pid == pending.pid and x.tag == "commit")]
     plan = leftovers.classify(
-        leftovers.find(paths, list_dir),
+        found,
         pid_alive=lambda pid: leftovers.pid_alive(pid, _names.ROOTS.proc),
         overlays=_host.live_layers(mounts),
         mount_points=[m.mount_point for m in mounts],

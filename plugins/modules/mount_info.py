@@ -241,6 +241,14 @@ overlays:
           description: Used inodes as a percentage of the total, one decimal.
           type: float
           sample: 0.0
+    interrupted_commit:
+      description:
+        - For a managed overlay, the journal of an O(overlayfs.systemd.upper#module:state=committed) run that died
+          before it finished (its C(pid), C(dest), C(phase), C(method), C(old_lowers), C(new_lowers)), null when
+          there is none. The overlay is then usually stopped; run M(overlayfs.systemd.upper) with
+          O(overlayfs.systemd.upper#module:state=committed) and the same C(dest) to finish or undo it.
+      type: dict
+      sample: null
     drift:
       description:
         - For a managed overlay, the differences between its units and the live host, one sentence each;
@@ -274,6 +282,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _host, _names
+from ansible_collections.overlayfs.systemd.plugins.module_utils import _journal as jn
 from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import (
     OverlayError,
 )
@@ -326,7 +335,23 @@ def main() -> None:
         selected, mounts, declared, props, _names.ROOTS.unit_dir, os.statvfs, layer_drift=_layer_drift
     )
     result["overlays"] = [entry.as_dict() for entry in report]
+    for entry in result["overlays"]:
+        decl = declared.get(entry["path"])
+        entry["interrupted_commit"] = _interrupted_commit(decl.layers.upperdir if decl else None)
     module.exit_json(**result)
+
+
+def _interrupted_commit(upperdir: str | None) -> dict[str, Any] | None:
+    """The journal of an interrupted ``upper state=committed`` beside ``upperdir`` (``_journal``), or None."""
+    if not upperdir:
+        return None
+    text = _host.read_text(jn.journal_path(upperdir))
+    if text is None:
+        return None
+    try:
+        return jn.from_text(text).as_result()
+    except jn.JournalError as exc:
+        return {"error": str(exc)}
 
 
 if __name__ == "__main__":

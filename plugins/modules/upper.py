@@ -238,6 +238,20 @@ cleaned:
   elements: dict
   sample: [{path: /srv/layers/.v2.overlayfs-partial-4242, beside: /srv/layers/v2, kind: partial, pid: "4242",
     action: removed}]
+interrupted_commit:
+  description:
+    - The journal of a V(committed) run that died before it finished (C(.UPPER.overlayfs-journal) beside the upper
+      directory), with its C(pid), C(dest), C(squash), C(old_lowers), C(new_lowers), C(phase) (V(stop), V(move) or
+      V(swap)) and C(method).
+    - For V(committed) also C(action) and C(reason), what this run did (in check mode, would do) with it
+      V(back) (O(dest) was empty or a copy of data still in place - removed, the overlay started on its old
+      lowers, then the commit ran again), V(forward) (the upper's data was in the complete O(dest) - the commit
+      was finished) or V(done) (only the cleanup was left). A state the journal's steps never leave is refused
+      and nothing is deleted.
+    - V(discarded) and V(exported) refuse while it exists; V(committed) with another O(dest) or O(squash) refuses.
+  returned: when a commit was interrupted
+  type: dict
+  sample: {pid: 4242, dest: /srv/layers/v2, phase: move, method: copy, action: back}
 leftovers_kept:
   description: Leftovers found and kept, each with C(path) and C(reason).
   returned: always

@@ -74,7 +74,7 @@ def test_live_mounts_agree_exactly_with_the_last_declaration(host):
     committed = os.path.exists(os.path.join(OUT, "commit.json"))
     for p in paths:
         if committed and p == COMMITTED[0]:
-            assert live[p] == [COMMITTED[1]], live[p]  # squashed by the side effect: its one lower
+            assert live[p][0] == COMMITTED[1] and live[p][-1] == lower, live[p]  # stacked by the side effect
         else:
             assert live[p][-1] == lower, (p, live[p])
 
@@ -83,7 +83,7 @@ def test_units_and_target_agree_exactly_with_the_last_declaration(host):
     first, last = order()
     paths, lower = DECLARED[last]
     managed = host.check_output(
-        "grep -l '^X-OverlayfsSystemd-Role=overlay' /etc/systemd/system/*.mount || true"
+        "grep -l '^X-OverlayfsSystemd-Role=overlay' /etc/systemd/system/srv-race-*.mount || true"
     ).split()
     units = sorted(host.check_output("systemd-escape --path --suffix=mount %s", p) for p in paths)
     assert sorted(os.path.basename(u) for u in managed) == units
@@ -141,16 +141,29 @@ def test_busy_partial_converge_brought_the_target_and_the_app_back(host):
     for p in paths:
         if p not in ("/srv/race/08", "/srv/race/09"):
             assert live[p] == ["/opt/race/c", lower], p
+    if os.path.exists(os.path.join(OUT, "commit.json")):
+        assert live["/srv/race/09"] == [COMMITTED[1], "/opt/race/c", lower]
     assert host.file("/srv/race/08/before.txt").exists
 
 
-def test_sigkilled_commit_partial_copy_removed_and_reported(host):
+def test_sigkilled_stacked_copy_undone_and_committed_again(host):
+    """SIGKILL in the middle of a stacked copy (overlay stopped): the re-run undoes it and commits, view unchanged."""
     res = load("commit.json")
     partial = res["partial"]
     assert "/.race09-v2.overlayfs-partial-" in partial
-    assert [c["path"] for c in res["rerun"]["cleaned"]] == [partial]
-    assert res["rerun"]["cleaned"][0]["kind"] == "partial" and res["rerun"]["cleaned"][0]["action"] == "removed"
+    # the kill landed mid-copy: overlay stopped, journal at the move step, the partial copy incomplete
+    assert res["at_kill"] == "stopped"
+    assert res["journal"]["phase"] == "move" and res["journal"]["method"] == "copy", res["journal"]
+    assert res["journal"]["pid"] == int(partial.rsplit("-", 1)[1])
+    assert 0 <= res["partial_files"] < 20003, res["partial_files"]
+    rerun = res["rerun"]
+    assert rerun["interrupted_commit"]["action"] == "back", rerun["interrupted_commit"]
+    assert rerun["method"] == "copy" and rerun["changed"] and rerun["mounted"]
+    assert [c["path"] for c in rerun["cleaned"]] == [partial]
+    assert rerun["cleaned"][0]["kind"] == "partial" and rerun["cleaned"][0]["action"] == "removed"
     assert not host.file(partial).exists
     assert res["same"], "the merged view of /srv/race/09 changed across the commit"
     assert live_overlays(host)["/srv/race/09"][0] == "/srv/persist/layers/race09-v2"
     assert host.check_output("ls -A /srv/persist/layers") == "race09-v2"
+    assert host.check_output("ls -A %s", rerun["upperdir"]) == ""
+    assert host.check_output("ls -a /var/lib/overlayfs/*/ | grep -c overlayfs- || true") == "0"

@@ -28,13 +28,14 @@ PURE = {
     "_restarts",
     "_leftovers",
     "_offline",
+    "_journal",
 }
 #: The host: files, /proc and the unit directory (_host); systemctl and mount (_systemd).
 HOST = {"_host", "_systemd", "_readonly_root_host", "_hostlock", "_offline_host"}
 #: Layer files: inspection, OCI export and image archives, copying, stacking (paths as arguments).
 LAYER_FILES = {"_upper", "_oci", "_layercopy", "_image", "_stack", "_unpack"}
 #: The phases the modules run: they may use everything below them.
-PHASES = {"_converge", "_bulk", "_upper_states", "_layer"}
+PHASES = {"_converge", "_bulk", "_upper_states", "_layer", "_commit_resume"}
 
 MAY_IMPORT = {
     **{m: PURE for m in PURE},

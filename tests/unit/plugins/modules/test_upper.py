@@ -20,12 +20,13 @@ import tarfile
 from functools import partial
 
 import pytest
-from fakehost import expect_failed, expect_ok
+from fakehost import expect_failed, expect_ok, patch_module_args
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _mountinfo as minfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _names as nm
 from ansible_collections.overlayfs.systemd.plugins.module_utils import _units as un
 from ansible_collections.overlayfs.systemd.plugins.modules import mount as mount_mod
+from ansible_collections.overlayfs.systemd.plugins.modules import mount_info as mount_info_mod
 from ansible_collections.overlayfs.systemd.plugins.modules import upper as mod
 
 ok = partial(expect_ok, mod.main)
@@ -502,3 +503,101 @@ def test_discarded_brings_back_the_service_also_when_it_fails(host, app):
     host.fail_once[app["unit"]] = "mount failed\n"
     r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
     assert r["restarted_units"] == ["app.service"] and "app.service" in host.active
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: no except clause of the module catches it (the journal and the stop stay)."""
+
+
+def _kill(*args, **kwargs):
+    raise Killed()
+
+
+def _journal_of(app):
+    path = os.path.join(os.path.dirname(app["upperdir"]), ".upper.overlayfs-journal")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def _live_lowers(host):
+    live = minfo.mount_at(minfo.parse_mountinfo(open(host.mountinfo).read()), host.path("srv/app"))
+    return None if live is None else minfo.parse_overlay_options(live.super_options).lowerdir
+
+
+@pytest.mark.parametrize("where", ["copy_upper", "swap_empty"])
+def test_committed_killed_stacked_copy_is_resumed(host, app, monkeypatch, where):
+    """A stacked copy killed mid-copy is undone and done again; killed after dest was complete, finished."""
+    from ansible_collections.overlayfs.systemd.plugins.module_utils import _layercopy, _stack
+
+    dest = host.path("var/layers/app-1")
+    args = {"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]}
+    old_unit = host.unit_text(app["unit"])
+    monkeypatch.setattr(_stack, "same_filesystem", lambda upper, dest: False)  # the upper on a tmpfs: a copy
+    target = _stack if where == "copy_upper" else _layercopy
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(Killed):
+        mp.setattr(target, where, _kill)
+        run_killed(args)
+    j = _journal_of(app)
+    assert j["phase"] == ("move" if where == "copy_upper" else "swap") and j["method"] == "copy"
+    assert _live_lowers(host) is None  # stopped
+    assert host.unit_text(app["unit"]) == old_unit  # the units change only once dest is complete
+    assert sorted(os.listdir(app["upperdir"])) == ["cache", "file.txt", "gone.txt", "new.txt"]  # never touched
+    r = ok(args)
+    assert r["changed"] and r["mounted"] and r["method"] == "copy"
+    assert r["interrupted_commit"]["action"] == ("back" if where == "copy_upper" else "forward")
+    assert r["lowerdir"] == [dest, host.path("opt/app/v2"), host.path("opt/app/base")]
+    assert _live_lowers(host) == r["lowerdir"]
+    assert _journal_of(app) is None
+    assert sorted(os.listdir(dest)) == ["cache", "file.txt", "gone.txt", "new.txt"]
+    assert open(os.path.join(dest, "file.txt")).read() == "base, changed\n"
+    assert os.listdir(app["upperdir"]) == []
+    assert not [n for n in os.listdir(os.path.dirname(dest)) if "overlayfs-" in n]
+    assert not [n for n in os.listdir(os.path.dirname(app["upperdir"])) if "overlayfs-" in n]
+    assert ok(args)["changed"] is False  # and then it is done
+
+
+def test_committed_killed_after_rename_is_finished(host, app, monkeypatch):
+    """Killed right after rename(2) moved the upper to dest: the re-run finishes, nothing is copied."""
+    from ansible_collections.overlayfs.systemd.plugins.module_utils import _stack
+
+    dest = host.path("var/layers/app-1")
+    args = {"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]}
+    ino = os.lstat(os.path.join(app["upperdir"], "file.txt")).st_ino
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(Killed):
+        mp.setattr(_stack, "strip_bookkeeping", _kill)
+        run_killed(args)
+    assert _journal_of(app)["method"] == "rename" and not os.path.exists(app["upperdir"])
+    r = ok(args)
+    assert r["interrupted_commit"]["action"] == "forward" and r["method"] == "rename"
+    assert os.lstat(os.path.join(dest, "file.txt")).st_ino == ino
+    assert _live_lowers(host) == [dest, host.path("opt/app/v2"), host.path("opt/app/base")]
+    assert os.listdir(app["upperdir"]) == [] and _journal_of(app) is None
+
+
+def test_interrupted_commit_other_states(host, app, monkeypatch):
+    from ansible_collections.overlayfs.systemd.plugins.module_utils import _stack
+
+    dest = host.path("var/layers/app-1")
+    args = {"path": host.path("srv/app"), "state": "committed", "dest": dest, "confirm": app["unit"]}
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(Killed):
+        mp.setattr(_stack, "stack_upper", _kill)
+        run_killed(args)
+    r = ok({"path": host.path("srv/app")})
+    assert r["interrupted_commit"]["dest"] == dest and r["interrupted_commit"]["phase"] == "move"
+    info = expect_ok(mount_info_mod.main, {"path": [host.path("srv/app")]})
+    assert info["overlays"][0]["interrupted_commit"]["dest"] == dest
+    r = failed({"path": host.path("srv/app"), "state": "discarded", "confirm": app["unit"]})
+    assert "was interrupted in phase move" in r["msg"] and r["param"] == "state"
+    r = failed(dict(args, dest=host.path("var/layers/other")))
+    assert "dest: %s" % dest in r["msg"] and r["param"] == "dest"
+    check = ok(args, check_mode=True)
+    assert check["interrupted_commit"]["action"] == "back" and _journal_of(app) is not None
+    assert ok(args)["interrupted_commit"]["action"] == "back"
+    assert _live_lowers(host)[0] == dest
+    info = expect_ok(mount_info_mod.main, {"path": [host.path("srv/app")]})
+    assert info["overlays"][0]["interrupted_commit"] is None
+
+
+def run_killed(args):
+    """main() with ``args``, letting Killed through (expect_ok would turn it into a failure or swallow it)."""
+    with patch_module_args(dict(args)):
+        mod.main()
