@@ -13,7 +13,7 @@ version_added: 0.1.0
 description:
   - Takes the host-wide lock that every changing run of M(overlayfs.systemd.mount), M(overlayfs.systemd.mounts)
     and M(overlayfs.systemd.upper) takes, and keeps it after the task ended, so that writes done by several
-    tasks (the M(overlayfs.systemd.readonly_root) role's) and a run of those modules against the same host run
+    tasks (the C(overlayfs.systemd.readonly_root) role's) and a run of those modules against the same host run
     one after the other.
   - O(state=held) leaves a detached process on the host holding the lock and returns its pid (RV(holder));
     O(state=released) with that pid ends it. Release in an C(always) section, so a failed task lets go too.
