@@ -329,6 +329,48 @@ def commit(module: AnsibleModule, sd: Systemd, ov: Overlay, result: dict[str, An
     commit_fresh(module, sd, ov, dest, result)
 
 
+def _refuse_commit(ov: Overlay, dest: str, squash: bool, result: dict[str, Any]) -> None:
+    """The refusals of a commit that depend on dest and the live mount (nothing changed yet)."""
+    check_dest(ov, dest, result)
+    if not squash:
+        problem = _stack.dest_problem(dest, _host.read_mounts())
+        if problem is not None:
+            raise er.ModuleFailure(problem, dict(result, param="dest"))
+    if ov.live is None:
+        raise er.ModuleFailure(
+            "the overlay at %s is not mounted; committed reads the live upper and merged view. Mount it first "
+            "(overlayfs.systemd.mount state: mounted)" % ov.path,
+            dict(result, param="path"),
+        )
+    refuse_redirects(ov, "commit", result)
+
+
+def _commit_preview(
+    module: AnsibleModule,
+    sd: Systemd,
+    ov: Overlay,
+    dest: str,
+    new_params: dict[str, Any],
+    diffs: list[Any],
+    result: dict[str, Any],
+) -> None:
+    """What a commit would do, in check mode: the actions and the unit diffs, nothing touched."""
+    squash = module.params["squash"]
+    actions: list[str] = result["actions"]
+    try:
+        prep = conv.prepare(sd, dict(new_params, state="present"), diff=module._diff)
+    except er.ModuleFailure as exc:
+        raise er.ModuleFailure(exc.msg, {**result, **exc.result}) from None
+    planned = [Action("stop", ov.unit)] + [a for a in prep.plan.actions() if a.kind in ("write", "remove")]
+    planned += [Action("daemon_reload"), Action("start", ov.unit)]
+    first = [Action("copy", dest, ov.path).text] if squash else []
+    moved = [] if squash else ["move %s to %s (rename, or copy of the upper only)" % (ov.upperdir, dest)]
+    actions += first + with_emptying(planned, ov, moved)
+    if module._diff:
+        result["diff"] = diffs + prep.result.get("diff", [])
+    result["lowerdir"] = ov.lowers
+
+
 def commit_fresh(module: AnsibleModule, sd: Systemd, ov: Overlay, dest: str, result: dict[str, Any]) -> None:
     """A commit with no interrupted one pending."""
     p = module.params
@@ -343,18 +385,7 @@ def commit_fresh(module: AnsibleModule, sd: Systemd, ov: Overlay, dest: str, res
             "dest %s already exists; committed creates a new directory. Give a new path" % dest,
             dict(result, param="dest"),
         )
-    check_dest(ov, dest, result)
-    if not squash:
-        problem = _stack.dest_problem(dest, _host.read_mounts())
-        if problem is not None:
-            raise er.ModuleFailure(problem, dict(result, param="dest"))
-    if ov.live is None:
-        raise er.ModuleFailure(
-            "the overlay at %s is not mounted; committed reads the live upper and merged view. Mount it first "
-            "(overlayfs.systemd.mount state: mounted)" % ov.path,
-            dict(result, param="path"),
-        )
-    refuse_redirects(ov, "commit", result)
+    _refuse_commit(ov, dest, squash, result)
     require_confirm(
         module,
         ov,
@@ -371,22 +402,10 @@ def commit_fresh(module: AnsibleModule, sd: Systemd, ov: Overlay, dest: str, res
         group=str(root.st_gid),
         mode="%04o" % stat.S_IMODE(root.st_mode),
     )
-    actions: list[str] = result["actions"]
     result.update(changed=True, lowerdir=new_lowers, masked=[])
     diffs = [upper_diff(ov, insp)] if module._diff else []
     if module.check_mode:
-        try:
-            prep = conv.prepare(sd, dict(new_params, state="present"), diff=module._diff)
-        except er.ModuleFailure as exc:
-            raise er.ModuleFailure(exc.msg, {**result, **exc.result}) from None
-        planned = [Action("stop", ov.unit)] + [a for a in prep.plan.actions() if a.kind in ("write", "remove")]
-        planned += [Action("daemon_reload"), Action("start", ov.unit)]
-        first = [Action("copy", dest, ov.path).text] if squash else []
-        moved = [] if squash else ["move %s to %s (rename, or copy of the upper only)" % (ov.upperdir, dest)]
-        actions += first + with_emptying(planned, ov, moved)
-        if module._diff:
-            result["diff"] = diffs + prep.result.get("diff", [])
-        result["lowerdir"] = ov.lowers
+        _commit_preview(module, sd, ov, dest, new_params, diffs, result)
         return
     refuse_if_in_use(ov, result)
     if not squash:
