@@ -3,7 +3,10 @@
 # ansible_collections/overlayfs/systemd (ansible-test requires that path).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-dest=$ROOT/.cache/sanity/ansible_collections/overlayfs/systemd
+# One copy per ansible-core release: make test runs the controller matrix's
+# sanity beside the main one.
+core=$(python -c 'from ansible.release import __version__; print(__version__)')
+dest=$ROOT/.cache/sanity/$core/ansible_collections/overlayfs/systemd
 rm -rf "$dest"
 mkdir -p "$dest"
 # Only what git tracks (or would track): the same files a clean clone has.

@@ -27,6 +27,7 @@ exec > >(tee "$LOG") 2>&1
 
 summary() {
   local rc=$?
+  bg_kill_all
   echo "---- step durations ----"
   cat "$OVERLAYFS_TIMINGS"
   echo "total $(( $(date +%s) - T0 ))s, exit $rc"
@@ -58,6 +59,11 @@ export ANSIBLE_COLLECTIONS_PATH="$ROOT/.cache/collections"
 mkdir -p .cache/collections/ansible_collections/overlayfs
 ln -sfn "$ROOT" .cache/collections/ansible_collections/overlayfs/systemd
 
+# -- matrix (issue 12): sanity + units under the older controllers (their own
+# venvs), in the background beside the main steps, which are ansible-core
+# 2.19 (see docs/testing.md "Tested matrix").
+matrix() { local v; for v in 2.16 2.17 2.18; do scripts/controllers.sh test "$v"; done; }
+bg_start "controller matrix (ansible-core 2.16, 2.17, 2.18)" matrix
 scripts/lint.sh   # ruff, yamllint, ansible-lint (make lint), each timed
 timed "ansible-test sanity" scripts/sanity.sh
 timed "pytest units" pytest tests/unit -q -p no:cacheprovider \
@@ -67,16 +73,28 @@ timed "collection build+install" scripts/build_install.sh
 # notes, then the documentation site loaded in a browser (scripts/publish.sh).
 timed "galaxy-importer + release notes" scripts/publish.sh check
 timed "docs site + browser check" scripts/publish.sh docs
-# -- matrix (issue 12): sanity + units under the older controllers; the main
-# steps above are ansible-core 2.19 (see docs/testing.md "Tested matrix").
-for v in 2.16 2.17 2.18; do scripts/controllers.sh test "$v"; done
+RUN_VM=0
+[ "${OVERLAYFS_SKIP_VM:-${OVERLAYFS_SKIP_MOLECULE:-0}}" != 1 ] && RUN_VM=1
+# The VM images (Debian 12 and 13, cached by their inputs, each in a
+# directory of its own: a build removes the images of other inputs in its
+# directory) are built in the background while the molecule scenarios run.
+VM13_DIR=$ROOT/.cache/vm13
+vm_images() {
+  scripts/vm.sh build
+  OVERLAYFS_VM_SUITE=trixie OVERLAYFS_VM_DIR=$VM13_DIR scripts/vm.sh build
+}
+if [ "$RUN_VM" = 1 ]; then
+  scripts/vm.sh deps   # apt, before any other apt run of the molecule steps
+fi
 if [ "${OVERLAYFS_SKIP_MOLECULE:-0}" != 1 ]; then
   # One Docker suite at a time on a machine: wait for others holding the
   # bench lock (developers' runs); released when this script exits.
   exec 9>/tmp/overlayfs-bench.lock
   flock 9
+  scripts/bench.sh deps
+  [ "$RUN_VM" = 1 ] && bg_start "vm images (debian 12, 13)" vm_images
   scripts/bench.sh up   # times its own steps
-  trap 'rc=$?; scripts/bench.sh docker-down; (exit $rc); summary' EXIT
+  trap 'rc=$?; bg_kill_all; scripts/bench.sh docker-down; (exit $rc); summary' EXIT
   for scenario_file in molecule/*/molecule.yml; do
     scenario=$(basename "$(dirname "$scenario_file")")
     timed "molecule $scenario" molecule test -s "$scenario"
@@ -88,9 +106,19 @@ if [ "${OVERLAYFS_SKIP_MOLECULE:-0}" != 1 ]; then
   done
   scripts/controllers.sh molecule 2.16 mount
 fi
-if [ "${OVERLAYFS_SKIP_VM:-${OVERLAYFS_SKIP_MOLECULE:-0}}" != 1 ]; then
-  # Real boots of a Debian 12 VM (qemu, TCG): the readonly_root role across
-  # reboots. scripts/vm.sh times its own image build (cached by inputs).
-  scripts/vm.sh build
-  timed "vm real-boot tests" pytest tests/vm -v -p no:cacheprovider
+bg_wait "controller matrix (ansible-core 2.16, 2.17, 2.18)"
+if [ "$RUN_VM" = 1 ]; then
+  # Real boots (qemu, TCG, one vCPU each): the readonly_root role across
+  # reboots, on Debian 12 and on Debian 13 side by side (one core each).
+  if [ -n "${BG_PIDS[vm images (debian 12, 13)]:-}" ]; then
+    bg_wait "vm images (debian 12, 13)"
+  else
+    timed "vm images (debian 12, 13)" vm_images
+  fi
+  bg_start "vm real-boot tests (debian 13)" env OVERLAYFS_VM_SUITE=trixie OVERLAYFS_VM_DIR="$VM13_DIR" \
+    pytest tests/vm -v -p no:cacheprovider
+  rc12=0
+  timed "vm real-boot tests (debian 12)" pytest tests/vm -v -p no:cacheprovider || rc12=$?
+  bg_wait "vm real-boot tests (debian 13)"
+  exit "$rc12"
 fi
