@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 # The inventory also holds the image root (a chroot host); only the booted container is verified here.
 testinfra_hosts = ["ansible://overlayfs-bake"]
@@ -81,3 +82,10 @@ def test_writes_land_in_the_uppers_and_the_persistent_one_survives_a_reboot(host
     assert not host.file(CACHE + "/scratch").exists
     assert host.file(CACHE + "/README").content_string == "cache\n"
     assert all(o["mounted"] and o["drift"] == [] for o in report(host).values())
+
+
+def test_the_guide_shows_this_playbook():
+    """docs/appliance.md shows bake.yml as it is, so the guide's playbook is the one proven here."""
+    here = Path(__file__).resolve().parent.parent
+    guide = (here.parent.parent / "docs" / "appliance.md").read_text(encoding="utf-8")
+    assert "```yaml\n" + (here / "bake.yml").read_text(encoding="utf-8") + "```\n" in guide
