@@ -268,10 +268,11 @@ def live_mounts(sd: Systemd) -> list[_mountinfo.MountInfo]:
 
 
 def offline_warning(sd: Systemd) -> str:
-    """The one warning of an offline run."""
+    """The one warning of an offline run: the mode, not what this run did (check mode and no-op runs warn too)."""
     return (
-        "offline run (%s): unit files and their [Install] links were written as systemctl enable does offline; "
-        "no daemon-reload, nothing started or stopped. Overlays with state=mounted mount at the next boot" % sd.offline
+        "offline run (%s): unit files and their [Install] links are managed as systemctl enable does offline; "
+        "no daemon-reload, nothing is started or stopped. Overlays with state=mounted mount at the next boot"
+        % sd.offline
     )
 
 

@@ -59,6 +59,20 @@ def test_mount_offline_writes_units_and_links_then_no_change(host, monkeypatch):
     assert host.mutating() == []
 
 
+def test_offline_warning_claims_no_write(host, monkeypatch):
+    """Check mode, a changing run and a no-op run warn alike: the warning names the mode, not an action."""
+    offline(host)
+    warned = []
+    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, msg: warned.append(msg))
+    args = {"path": host.path("srv/app"), "lowerdir": [host.path("opt/app")]}
+    runs = [mount_ok(args, check_mode=True), mount_ok(args), mount_ok(args)]
+    assert [r["changed"] for r in runs] == [True, True, False]
+    offline_warnings = [w for w in warned if w.startswith("offline run (")]
+    assert len(offline_warnings) == 3 and len(set(offline_warnings)) == 1
+    assert "written" not in offline_warnings[0]
+    assert "are managed as systemctl enable does offline" in offline_warnings[0]
+
+
 def test_mount_offline_ignores_the_build_hosts_mounts(host):
     offline(host)
     path = host.path("srv/app")
