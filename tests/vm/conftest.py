@@ -159,7 +159,8 @@ class Machine:
             for task in play.get("tasks", []):
                 result = task.get("hosts", {}).get("vm", {})
                 if result.get("failed"):
-                    failures.append(str(result.get("msg", result)))
+                    # A failed command's own words (its stderr), not only "non-zero return code".
+                    failures.append(str(result.get("msg", result)) + (f": {result['stderr']}" if result.get("stderr") else ""))
                 warnings += [str(w) for w in result.get("warnings", []) or []]
                 for item in result.get("results", []) or []:
                     if item.get("failed"):

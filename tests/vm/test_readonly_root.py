@@ -46,6 +46,9 @@ def snapshot(m, root: str = "") -> str:
 def assert_overlay(m) -> None:
     root = m.findmnt("/")
     assert root and root["fstype"] == "overlay", root
+    # Writable: systemd-remount-fs made it read-write at boot (the role's drop-in; util-linux >= 2.39).
+    assert root["options"].split(",")[0] == "rw", root
+    assert "systemd-remount-fs.service" not in m.ssh("systemctl --failed --plain --no-legend")
     assert "lowerdir=/media/root-ro" in root["options"]
     lower = m.findmnt("/media/root-ro")
     assert lower and lower["source"] == "/dev/vda", lower

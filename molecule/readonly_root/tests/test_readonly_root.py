@@ -70,3 +70,10 @@ def test_dropped_path_lost_its_unit_and_kept_its_data(host):
     # The path now shows the root's copy from when it became persistent (reported as stale_copy).
     assert host.file("/var/lib/extra/seed.txt").exists
     assert not host.file("/var/lib/extra/late.txt").exists
+
+
+def test_remount_fs_dropin(host):
+    """systemd-remount-fs remounts the overlay root with mount(2): the new mount API is refused by overlayfs."""
+    dropin = host.file("/etc/systemd/system/systemd-remount-fs.service.d/overlayfs-readonly-root.conf")
+    assert dropin.is_file and dropin.mode == 0o644
+    assert "\nEnvironment=LIBMOUNT_FORCE_MOUNT2=always\n" in dropin.content_string
