@@ -39,7 +39,8 @@ _link_collection()
 
 
 def vm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([VM_SH, *args], capture_output=True, text=True, check=check)
+    # stdin from /dev/null: ssh would otherwise share (and may leave non-blocking) the caller's stdin.
+    return subprocess.run([VM_SH, *args], capture_output=True, text=True, check=check, stdin=subprocess.DEVNULL)
 
 
 @dataclass
@@ -145,7 +146,10 @@ class Machine:
                 "ANSIBLE_COLLECTIONS_PATH": COLLECTIONS,
             }
             start = time.monotonic()
-            res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=REPO)
+            # stdin from /dev/null: ansible-playbook refuses a non-blocking stdin (left so by an ssh elsewhere).
+            res = subprocess.run(
+                cmd, capture_output=True, text=True, env=env, check=False, cwd=REPO, stdin=subprocess.DEVNULL
+            )
             seconds = time.monotonic() - start
         if label:
             self.timings[label] = seconds
@@ -160,7 +164,8 @@ class Machine:
                 result = task.get("hosts", {}).get("vm", {})
                 if result.get("failed"):
                     # A failed command's own words (its stderr), not only "non-zero return code".
-                    failures.append(str(result.get("msg", result)) + (f": {result['stderr']}" if result.get("stderr") else ""))
+                    stderr = f": {result['stderr']}" if result.get("stderr") else ""
+                    failures.append(str(result.get("msg", result)) + stderr)
                 warnings += [str(w) for w in result.get("warnings", []) or []]
                 for item in result.get("results", []) or []:
                     if item.get("failed"):

@@ -52,7 +52,8 @@ def assert_overlay(m) -> None:
     assert "lowerdir=/media/root-ro" in root["options"]
     lower = m.findmnt("/media/root-ro")
     assert lower and lower["source"] == "/dev/vda", lower
-    assert lower["options"].split(",")[0] == "ro", (lower, m.ssh("journalctl -b --no-pager | grep -i 'mount' | tail -n 40"))
+    mount_log = "journalctl -b --no-pager | grep -i 'mount' | tail -n 40"
+    assert lower["options"].split(",")[0] == "ro", (lower, m.ssh(mount_log))
     upper = m.findmnt("/media/root-rw")
     assert upper and upper["fstype"] == "tmpfs", upper
     # 200M, applied by the role's unit at boot (overlayroot itself has no size option).
