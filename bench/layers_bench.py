@@ -54,6 +54,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -164,18 +165,25 @@ def measure(args: argparse.Namespace, fig: dict, *, with_ping: bool) -> int:
     fig["full"] = timed("old commit: copy_tree(merged) + mask_lowers", full_copy, False)
     fig["full_kib"] = du_kib(base + "/full")
     copied: dict[str, int] = {}
-    fig["squash"] = timed(
-        "squash: copy_tree(merged), %d workers" % _layercopy.WORKERS,
-        lambda: copied.update(_layercopy.copy_tree(merged, base + "/squash")),
-        False,
-    )
-    fig["cp_merged"] = timed("reference: cp -a merged", lambda: run(["cp", "-a", merged, base + "/ref-merged"]), False)
-    fig["squash_serial"] = timed(
-        "squash: copy_tree(merged), no worker",
-        lambda: _layercopy.copy_tree(merged, base + "/squash-serial", workers=0),
-        False,
-    )
-    fig["workers"], fig["copied_files"] = _layercopy.WORKERS, copied["files"]
+    copies = {
+        "squash": (
+            "squash: copy_tree(merged), %d workers" % _layercopy.default_workers(),
+            lambda d: copied.update(_layercopy.copy_tree(merged, d)),
+        ),
+        "cp_merged": ("reference: cp -a merged", lambda d: run(["cp", "-a", merged, d])),
+        "squash_serial": ("squash: copy_tree(merged), no worker", lambda d: _layercopy.copy_tree(merged, d, workers=0)),
+    }
+    runs: dict[str, list[float]] = {k: [] for k in copies}
+    for r in range(args.repeat):  # each run in another order: none always comes first
+        keys = list(copies)[r % len(copies) :] + list(copies)[: r % len(copies)]
+        for k in keys:
+            label, fn = copies[k]
+            runs[k].append(
+                timed("%s (run %d)" % (label, r + 1), lambda fn=fn, d="%s/%s-%d" % (base, k, r): fn(d), False)
+            )
+    for k, ts in runs.items():
+        fig[k] = statistics.median(ts)
+    fig["runs"], fig["workers"], fig["copied_files"] = runs, _layercopy.default_workers(), copied["files"]
 
     def export() -> None:
         with open(base + "/ours.tar", "wb") as fh:
@@ -223,6 +231,13 @@ def report(fig: dict) -> None:
     for label, t, ref, tr in rows:
         print("%-46s %9.3f   %-30s %9.3f  %.2f" % (label, t, ref, tr, tr / t))
     print("ratio = reference time / our time (goal >= 1.0)")
+    print(
+        "squash rows: median of %d runs each (s): %s"
+        % (
+            len(fig["runs"]["squash"]),
+            "; ".join("%s %s" % (k, " ".join("%.2f" % t for t in ts)) for k, ts in fig["runs"].items()),
+        )
+    )
     n = fig["copied_files"]
     print(
         "squash files/s: %d workers %.0f, no worker %.0f, cp -a %.0f (%d files)"
@@ -270,6 +285,7 @@ def in_container(args: argparse.Namespace) -> int:
         fig = {"ping": timed("one module round trip: ansible -m ping (docker)", ping_container, False)}
         argv = ["docker", "exec", CONTAINER, "python3", INSIDE + "/bench/layers_bench.py", "--figures"]
         argv += ["--files", str(args.files), "--size-mib", str(args.size_mib), "--changed", str(args.changed)]
+        argv += ["--repeat", str(args.repeat)]
         argv += ["--dir", SCRATCH + "/run"]
         with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as inner:
             for line in inner.stdout:
@@ -311,6 +327,9 @@ def main() -> int:
     ap.add_argument("--size-mib", type=int, default=500)
     ap.add_argument("--changed", type=int, default=10)
     ap.add_argument("--dir", default="/var/tmp/overlayfs-layers-bench")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="runs of the squash copies and cp -a merged (median, default 3)"
+    )
     ap.add_argument(
         "--container",
         nargs="?",

@@ -48,10 +48,20 @@ COPY_COUNTS = ("files", "directories", "symlinks", "hardlinks", "specials", "byt
 COPY_RANGE, SENDFILE, READ_WRITE = 0, 1, 2
 _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
 
-#: Threads copying the non-directories in copy_tree (data and metadata;
-#: the system calls release the GIL), and the entries one hand-over holds.
+#: Threads copying the non-directories in copy_tree at most (data and
+#: metadata; the system calls release the GIL), and the entries one
+#: hand-over holds.
 WORKERS = 3
 BATCH = 256
+
+
+def default_workers() -> int:
+    """copy_tree's threads: WORKERS, at most one per CPU this process may use; none on a single CPU."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return min(WORKERS, cpus) if cpus > 1 else 0
 
 
 def _kernel_copy(way: int, sfd: int, dfd: int, count: int) -> int:
@@ -255,7 +265,7 @@ class _Pool:
             raise self.errors[0]
 
 
-def copy_tree(src: str, dest: str, *, workers: int = WORKERS) -> dict[str, int]:
+def copy_tree(src: str, dest: str, *, workers: int | None = None) -> dict[str, int]:
     """Copy the tree at ``src`` (a merged view) into the new directory ``dest``.
 
     Regular files, directories, symlinks, device nodes and FIFOs keep their
@@ -264,7 +274,8 @@ def copy_tree(src: str, dest: str, *, workers: int = WORKERS) -> dict[str, int]:
     directory times are set after their content. ``dest`` must not exist.
 
     This thread walks the tree, creates the directories and counts; the
-    other entries are copied by ``workers`` threads (0: all here). Hard
+    other entries are copied by ``workers`` threads (0: all here; None:
+    :func:`default_workers`). Hard
     links are made once every file is there, then the directories'
     metadata is set, deepest first.
     """
@@ -275,7 +286,7 @@ def copy_tree(src: str, dest: str, *, workers: int = WORKERS) -> dict[str, int]:
     os.mkdir(dest, 0o700)
     made = os.lstat(dest)  # a new entry's owner in dest: ours, the group maybe the set-gid parent's
     copier = _FileCopier((made.st_uid, made.st_gid))
-    pool = _Pool(copier.copy_all, workers)
+    pool = _Pool(copier.copy_all, default_workers() if workers is None else workers)
     try:
         dirs, links = _walk_copy(src, dest, stats, pool)
     finally:

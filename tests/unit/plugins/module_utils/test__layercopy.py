@@ -229,3 +229,9 @@ def test_fd_xattrs_skips_the_overlay_ones(tmp_path):
         assert lc.fd_xattrs(fd) == {"user.a": b"1", "trusted.b": b"\0"}
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("cpus, workers", [(1, 0), (2, 2), (3, 3), (64, lc.WORKERS)])
+def test_default_workers_one_per_cpu_none_on_one(monkeypatch, cpus, workers):
+    monkeypatch.setattr(lc.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert lc.default_workers() == workers
