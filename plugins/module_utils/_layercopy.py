@@ -292,7 +292,7 @@ def copy_tree(src: str, dest: str, *, workers: int | None = None) -> dict[str, i
     finally:
         pool.close()
     for target, dp in links:
-        os.link(target, dp)
+        os.link(target, dp, follow_symlinks=False)  # a hard-linked symlink stays one
     for st, xa, d in reversed(dirs):
         copy_metadata(st, xa, d)
     return {k: stats[k] for k in COPY_COUNTS}

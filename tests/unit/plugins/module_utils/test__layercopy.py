@@ -75,6 +75,7 @@ def tree(tmp_path):
     put(str(src / "big"), os.urandom(3 * up.CHUNK + 17))
     os.symlink("a/x", str(src / "sym"))
     os.lchown(str(src / "sym"), 8, 9)
+    os.link(str(src / "sym"), str(src / "b/sym-hard"), follow_symlinks=False)
     os.mkfifo(str(src / "a/fifo"), 0o620)
     os.mknod(str(src / "null"), stat.S_IFCHR | 0o666, os.makedev(1, 3))
     for d in ("many", "a", "b", ""):
@@ -94,7 +95,7 @@ def test_copy_tree_same_result_with_any_number_of_workers(tree, tmp_path, worker
         "files": lc.BATCH + 7 + 4,
         "directories": 3,
         "symlinks": 1,
-        "hardlinks": 2,
+        "hardlinks": 3,
         "specials": 2,
         "bytes": sum(size for _ino, size in {(st.st_ino, st.st_size) for st in regular}),
     }
@@ -108,6 +109,7 @@ def test_copy_tree_same_result_with_any_number_of_workers(tree, tmp_path, worker
     a = os.lstat(os.path.join(dest, "a/linked"))
     assert a.st_ino == os.lstat(os.path.join(dest, "b/linked-too")).st_ino == os.lstat(dest + "/many/zz-linked").st_ino
     assert stat.S_IMODE(a.st_mode) == 0o4755  # the set-uid bit outlives the chown
+    assert os.lstat(os.path.join(dest, "b/sym-hard")).st_ino == os.lstat(os.path.join(dest, "sym")).st_ino
     assert "trusted.overlay.origin" not in up.read_xattrs(os.path.join(dest, "a/x"))
     assert threading.active_count() == 1
 
