@@ -165,13 +165,19 @@ def measure(args: argparse.Namespace, fig: dict, *, with_ping: bool) -> int:
     fig["full"] = timed("old commit: copy_tree(merged) + mask_lowers", full_copy, False)
     fig["full_kib"] = du_kib(base + "/full")
     copied: dict[str, int] = {}
+    threads = max(1, min(_layercopy.WORKERS, len(os.sched_getaffinity(0))))
+    fig["workers"], fig["cpus"] = threads, len(os.sched_getaffinity(0))
+    fig["default_workers"], fig["load"] = [_layercopy.default_workers()], [os.getloadavg()[0]]
     copies = {
-        "squash": (
-            "squash: copy_tree(merged), %d workers" % _layercopy.default_workers(),
-            lambda d: copied.update(_layercopy.copy_tree(merged, d)),
+        "squash_serial": (
+            "squash: copy_tree(merged), no worker",
+            lambda d: copied.update(_layercopy.copy_tree(merged, d, workers=0)),
         ),
         "cp_merged": ("reference: cp -a merged", lambda d: run(["cp", "-a", merged, d])),
-        "squash_serial": ("squash: copy_tree(merged), no worker", lambda d: _layercopy.copy_tree(merged, d, workers=0)),
+        "squash": (
+            "squash: copy_tree(merged), %d workers" % threads,
+            lambda d: _layercopy.copy_tree(merged, d, workers=threads),
+        ),
     }
     runs: dict[str, list[float]] = {k: [] for k in copies}
     for r in range(args.repeat):  # each run in another order: none always comes first
@@ -183,7 +189,9 @@ def measure(args: argparse.Namespace, fig: dict, *, with_ping: bool) -> int:
             )
     for k, ts in runs.items():
         fig[k] = statistics.median(ts)
-    fig["runs"], fig["workers"], fig["copied_files"] = runs, _layercopy.default_workers(), copied["files"]
+    fig["runs"], fig["copied_files"] = runs, copied["files"]
+    fig["default_workers"].append(_layercopy.default_workers())
+    fig["load"].append(os.getloadavg()[0])
 
     def export() -> None:
         with open(base + "/ours.tar", "wb") as fh:
@@ -219,13 +227,8 @@ def report(fig: dict) -> None:
         ("stacked commit (rename) + one ping", fig["stack"] + fig["ping"], "1.5 x (ping + cp -a upper)", goal),
         ("stacked commit (copy) + one ping", fig["copy"] + fig["ping"], "1.5 x (ping + cp -a upper)", goal),
         ("old full-copy commit + one ping", fig["full"] + fig["ping"], "1.5 x (ping + cp -a upper)", goal),
-        (
-            "squash: copy of the merged view (%d workers)" % fig["workers"],
-            fig["squash"],
-            "cp -a merged",
-            fig["cp_merged"],
-        ),
-        ("squash, no worker thread", fig["squash_serial"], "cp -a merged", fig["cp_merged"]),
+        ("squash: copy of the merged view, no worker", fig["squash_serial"], "cp -a merged", fig["cp_merged"]),
+        ("squash, %d worker threads" % fig["workers"], fig["squash"], "cp -a merged", fig["cp_merged"]),
         ("exported (no compression)", fig["export"], "tar --xattrs -cf upper", fig["tar"]),
     ]
     for label, t, ref, tr in rows:
@@ -240,8 +243,12 @@ def report(fig: dict) -> None:
     )
     n = fig["copied_files"]
     print(
-        "squash files/s: %d workers %.0f, no worker %.0f, cp -a %.0f (%d files)"
-        % (fig["workers"], n / fig["squash"], n / fig["squash_serial"], n / fig["cp_merged"], n)
+        "squash files/s: no worker %.0f, %d workers %.0f, cp -a %.0f (%d files)"
+        % (n / fig["squash_serial"], fig["workers"], n / fig["squash"], n / fig["cp_merged"], n)
+    )
+    print(
+        "copy_tree's own choice (default_workers) before / after the squash runs: %s workers (%d CPUs, load %s)"
+        % (" / ".join(map(str, fig["default_workers"])), fig["cpus"], " / ".join("%.2f" % x for x in fig["load"]))
     )
     print()
     upper_kib, stack_kib, copy_kib, full_kib = (fig[k] for k in ("upper_kib", "stack_kib", "copy_kib", "full_kib"))

@@ -56,12 +56,22 @@ BATCH = 256
 
 
 def default_workers() -> int:
-    """copy_tree's threads: WORKERS, at most one per CPU this process may use; none on a single CPU."""
+    """copy_tree's threads: one per idle CPU this process may use, at most WORKERS; none unless two are idle.
+
+    The threads only gain where CPUs idle (the copy is system calls); on a
+    busy machine they cost CPU time and gain nothing, so the copy stays in
+    one thread. Idle is the CPU count minus the load average of a minute.
+    """
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return min(WORKERS, cpus) if cpus > 1 else 0
+    try:
+        busy = int(os.getloadavg()[0] + 0.5)
+    except (AttributeError, OSError):
+        busy = 0
+    idle = cpus - busy
+    return min(WORKERS, idle) if idle >= 2 else 0
 
 
 def _kernel_copy(way: int, sfd: int, dfd: int, count: int) -> int:

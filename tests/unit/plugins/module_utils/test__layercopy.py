@@ -233,7 +233,11 @@ def test_fd_xattrs_skips_the_overlay_ones(tmp_path):
         os.close(fd)
 
 
-@pytest.mark.parametrize("cpus, workers", [(1, 0), (2, 2), (3, 3), (64, lc.WORKERS)])
-def test_default_workers_one_per_cpu_none_on_one(monkeypatch, cpus, workers):
+@pytest.mark.parametrize(
+    "cpus, load, workers",
+    [(1, 0.0, 0), (2, 0.0, 2), (2, 0.6, 0), (4, 1.2, 3), (4, 2.4, 2), (4, 3.9, 0), (64, 0.0, lc.WORKERS)],
+)
+def test_default_workers_one_per_idle_cpu(monkeypatch, cpus, load, workers):
     monkeypatch.setattr(lc.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.setattr(lc.os, "getloadavg", lambda: (load, 0.0, 0.0))
     assert lc.default_workers() == workers
