@@ -241,7 +241,7 @@ class _Pool:
         self.fn = fn
         self.errors: list[BaseException] = []
         self.queue: queue.Queue = queue.Queue(maxsize=max(workers, 1) * 4)
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+        self.threads = [threading.Thread(target=self._run, daemon=True) for dummy in range(workers)]
         for t in self.threads:
             t.start()
 
@@ -249,6 +249,7 @@ class _Pool:
         while True:
             batch = self.queue.get()
             if batch is None:
+                self.queue.put(None)  # the end, for the next worker too
                 return
             if self.errors:
                 continue
@@ -267,7 +268,7 @@ class _Pool:
 
     def close(self) -> None:
         """Wait for the batches put in; raise the first error of a worker."""
-        for _ in self.threads:
+        if self.threads:
             self.queue.put(None)
         for t in self.threads:
             t.join()
