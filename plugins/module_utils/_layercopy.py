@@ -75,9 +75,10 @@ def default_workers() -> int:
 
 
 def _kernel_copy(way: int, sfd: int, dfd: int, count: int) -> int:
-    if way == COPY_RANGE:
-        return os.copy_file_range(sfd, dfd, count)
-    return os.sendfile(dfd, sfd, None, count)
+    call = getattr(os, "copy_file_range" if way == COPY_RANGE else "sendfile", None)
+    if call is None:  # a Python built without it (copy_file_range needs glibc 2.27)
+        raise OSError(errno.ENOSYS, "no %s in this Python" % ("copy_file_range" if way == COPY_RANGE else "sendfile"))
+    return call(sfd, dfd, count) if way == COPY_RANGE else call(dfd, sfd, None, count)
 
 
 def _copy_data(sfd: int, dfd: int, size: int | None = None, way: int = COPY_RANGE) -> int:

@@ -194,6 +194,17 @@ def test_copy_data_falls_back_where_the_kernel_refuses(tmp_path, monkeypatch, re
     assert (tmp_path / "dst").read_bytes() == data
 
 
+def test_copy_data_without_copy_file_range_in_python(tmp_path, monkeypatch):
+    monkeypatch.delattr(lc.os, "copy_file_range")
+    sfd, dfd = _pair(tmp_path, b"data")
+    try:
+        assert lc._copy_data(sfd, dfd, 4) == lc.SENDFILE
+    finally:
+        os.close(sfd)
+        os.close(dfd)
+    assert (tmp_path / "dst").read_bytes() == b"data"
+
+
 def test_copy_data_stops_at_an_earlier_end_and_raises_real_errors(tmp_path, monkeypatch):
     sfd, dfd = _pair(tmp_path, b"short")
     try:
