@@ -44,11 +44,17 @@ def expand_env(text: str) -> str:
     return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text)
 
 
-def docker_run_args(name: str) -> list[str]:
-    """`docker run` arguments for a bench container, from the shared molecule platform settings."""
+def docker_run_args(name: str, *, image: str | None = None, volumes: list[str] | None = None) -> list[str]:
+    """`docker run` arguments for a bench container, from the shared molecule platform settings.
+
+    ``image`` replaces the platform's; ``volumes`` are added to its volumes.
+    """
     p = yaml.safe_load(expand_env(BASE.read_text()))["platforms"][0]
+    p["image"] = image or p["image"]
+    p["volumes"] = p["volumes"] + list(volumes or ())
     args = ["docker", "run", "-d", "--name", name, "--network", p["network_mode"], "--cgroupns", p["cgroupns_mode"]]
     args += ["--stop-signal", p["stop_signal"]]
+    args += ["--pull", "never"] if p.get("pull") is False else []
     args += [a for cap in p["capabilities"] for a in ("--cap-add", cap)]
     args += [a for opt in p["security_opts"] for a in ("--security-opt", opt)]
     args += [a for t in p["tmpfs"] for a in ("--tmpfs", t)]
