@@ -310,17 +310,9 @@ def in_container(args: argparse.Namespace) -> int:
 
 
 def ping_container() -> None:
-    ping(
-        [
-            "-i",
-            "%s," % CONTAINER,
-            "-c",
-            "community.docker.docker",
-            "-e",
-            "ansible_python_interpreter=/usr/bin/python3",
-            "all",
-        ]
-    )
+    from overlays_bench import container_target  # noqa: PLC0415 - controller only, like docker_run_args
+
+    ping([*container_target(CONTAINER), "all"])
 
 
 def cp_version() -> str:

@@ -148,17 +148,13 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, check=check)
 
 
+def container_target(name: str) -> list[str]:
+    """The ansible(-playbook) arguments that reach the bench container ``name`` over the Docker connection."""
+    return ["-i", "%s," % name, "-c", "community.docker.docker", "-e", "ansible_python_interpreter=/usr/bin/python3"]
+
+
 def timed_run(playbook: Path, env: dict) -> tuple[float, str]:
-    argv = [
-        str(Path(sys.executable).with_name("ansible-playbook")),
-        "-i",
-        "%s," % CONTAINER,
-        "-c",
-        "community.docker.docker",
-        "-e",
-        "ansible_python_interpreter=/usr/bin/python3",
-        str(playbook),
-    ]
+    argv = [str(Path(sys.executable).with_name("ansible-playbook")), *container_target(CONTAINER), str(playbook)]
     t0 = time.monotonic()
     res = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     wall = time.monotonic() - t0
