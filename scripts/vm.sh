@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Real-boot test harness: a Debian 12 VM built from Debian packages, booted
+# Real-boot test harness: a Debian 12 VM (13 with OVERLAYFS_VM_SUITE=trixie;
+# OVERLAYFS_VM_DIR keeps its images and machines apart) built from Debian packages, booted
 # with qemu-system-x86_64 under software emulation (TCG), reached over SSH on
 # a 127.0.0.1 port forward. Used by tests/vm/ (the "vm real-boot tests" step).
 #
