@@ -1,7 +1,8 @@
 # Copyright (c) overlayfs.systemd contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""overlayfs.systemd.readonly_root across real reboots of a qemu VM (Debian 12, or 13 with OVERLAYFS_VM_SUITE=trixie; overlayroot).
+"""overlayfs.systemd.readonly_root across real reboots of a qemu VM (overlayroot; Debian 12, or 13 with
+OVERLAYFS_VM_SUITE=trixie).
 
 The tests run in file order on one machine ("kiosk"), each starting in the
 boot state the previous one left: real root -> overlay (a trial the role
