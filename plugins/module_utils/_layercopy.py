@@ -135,26 +135,6 @@ def copy_metadata(src_st: os.stat_result, xattrs: Mapping[str, bytes], dest: str
     os.utime(dest, ns=(src_st.st_atime_ns, src_st.st_mtime_ns), follow_symlinks=False)
 
 
-def fd_xattrs(fd: int) -> dict[str, bytes]:
-    """The xattrs of the open file ``fd`` a copy keeps (never trusted.overlay.*); {} where unsupported."""
-    try:
-        names = os.listxattr(fd)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            return {}
-        raise
-    out: dict[str, bytes] = {}
-    for name in names:
-        if is_overlay_xattr(name):
-            continue
-        try:
-            out[name] = os.getxattr(fd, name)
-        except OSError as exc:
-            if exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-    return out
-
-
 def copy_metadata_fd(src_st: os.stat_result, xattrs: Mapping[str, bytes], fd: int, *, owner=None) -> None:
     """:func:`copy_metadata` on an open regular file (no path look-ups), in the same order.
 
@@ -221,7 +201,7 @@ class _FileCopier:
                 if st.st_size:
                     way = self.ways.get(st.st_dev, COPY_RANGE)
                     self.ways[st.st_dev] = _copy_data(sfd, dfd, st.st_size, way)
-                copy_metadata_fd(st, fd_xattrs(sfd), dfd, owner=self.owner)
+                copy_metadata_fd(st, read_xattrs(sfd, skip_overlay=True), dfd, owner=self.owner)
             finally:
                 os.close(dfd)
         finally:
@@ -300,7 +280,7 @@ def copy_tree(src: str, dest: str, *, workers: int | None = None) -> dict[str, i
     copier = _FileCopier((made.st_uid, made.st_gid))
     pool = _Pool(copier.copy_all, default_workers() if workers is None else workers)
     try:
-        dirs, links = _walk_copy(src, dest, stats, pool)
+        dirs, links = _walk_copy(src, root_st, dest, stats, pool)
     finally:
         pool.close()
     for target, dp in links:
@@ -310,9 +290,11 @@ def copy_tree(src: str, dest: str, *, workers: int | None = None) -> dict[str, i
     return {k: stats[k] for k in COPY_COUNTS}
 
 
-def _walk_copy(src: str, dest: str, stats: Counter[str], pool: _Pool) -> tuple[list, list[tuple[str, str]]]:
+def _walk_copy(
+    src: str, root_st: os.stat_result, dest: str, stats: Counter[str], pool: _Pool
+) -> tuple[list, list[tuple[str, str]]]:
     """The walker of :func:`copy_tree`: returns the directories (parents first) and the hard links to make."""
-    dirs: list[tuple[os.stat_result, dict[str, bytes], str]] = [(os.lstat(src), read_xattrs(src), dest)]
+    dirs: list[tuple[os.stat_result, dict[str, bytes], str]] = [(root_st, read_xattrs(src), dest)]
     first: dict[tuple[int, int], str] = {}
     links: list[tuple[str, str]] = []
     batch: list[tuple[str, str, os.stat_result]] = []

@@ -191,20 +191,26 @@ class Inspection:
 # ---------------------------------------------------------------------------
 
 
-def read_xattrs(path: str, overlay_only: bool = False) -> dict[str, bytes]:
-    """Extended attributes of ``path`` (not following symlinks); {} where unsupported."""
+def read_xattrs(path: str | int, overlay_only: bool = False, skip_overlay: bool = False) -> dict[str, bytes]:
+    """Extended attributes of ``path`` (not following symlinks) or of an open file descriptor; {} where unsupported.
+
+    ``overlay_only``: only the ``trusted.overlay.*`` ones; ``skip_overlay``:
+    all but those (their values are then never read).
+    """
+    # An fd takes no follow_symlinks (os refuses the pair).
+    nofollow: dict[str, bool] = {} if isinstance(path, int) else {"follow_symlinks": False}
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, **nofollow)
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOENT):
             return {}
         raise
     out: dict[str, bytes] = {}
     for name in names:
-        if overlay_only and not is_overlay_xattr(name):
+        if (overlay_only or skip_overlay) and is_overlay_xattr(name) != overlay_only:
             continue
         try:
-            out[name] = os.getxattr(path, name, follow_symlinks=False)
+            out[name] = os.getxattr(path, name, **nofollow)
         except OSError as exc:
             if exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise

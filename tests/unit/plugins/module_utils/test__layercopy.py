@@ -235,11 +235,11 @@ def test_copy_tree_remembers_the_way_per_device(tmp_path, monkeypatch):
     assert (tmp_path / "dest/f4").read_bytes() == b"data 4"
 
 
-def test_fd_xattrs_skips_the_overlay_ones(tmp_path):
+def test_read_xattrs_of_an_fd_skips_the_overlay_ones(tmp_path):
     put(str(tmp_path / "f"), xattrs={"user.a": b"1", "trusted.overlay.origin": b"x", "trusted.b": b"\0"})
     fd = os.open(str(tmp_path / "f"), os.O_RDONLY)
     try:
-        assert lc.fd_xattrs(fd) == {"user.a": b"1", "trusted.b": b"\0"}
+        assert lc.read_xattrs(fd, skip_overlay=True) == {"user.a": b"1", "trusted.b": b"\0"}
     finally:
         os.close(fd)
 
