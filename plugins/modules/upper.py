@@ -445,7 +445,8 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._errors import M
 from ansible_collections.overlayfs.systemd.plugins.module_utils._hostlock import LOCK_ARGUMENT_SPEC, run_locked
 from ansible_collections.overlayfs.systemd.plugins.module_utils._oci import COMPRESSIONS
 from ansible_collections.overlayfs.systemd.plugins.module_utils._systemd import Systemd
-from ansible_collections.overlayfs.systemd.plugins.module_utils._upper_states import STATES, load_overlay, run_state
+from ansible_collections.overlayfs.systemd.plugins.module_utils._upper_overlay import load_overlay
+from ansible_collections.overlayfs.systemd.plugins.module_utils._upper_states import STATES, run_state
 
 ARGUMENT_SPEC: dict[str, Any] = dict(
     path=dict(type="str", required=True),

@@ -35,7 +35,7 @@ HOST = {"_host", "_systemd", "_readonly_root_host", "_hostlock", "_offline_host"
 #: Layer files: inspection, OCI export and image archives, copying, stacking (paths as arguments).
 LAYER_FILES = {"_upper", "_oci", "_layercopy", "_image", "_stack", "_unpack"}
 #: The phases the modules run: they may use everything below them.
-PHASES = {"_converge", "_bulk", "_upper_states", "_layer", "_commit_resume"}
+PHASES = {"_converge", "_bulk", "_upper_states", "_upper_overlay", "_commit", "_layer", "_commit_resume"}
 
 MAY_IMPORT = {
     **{m: PURE for m in PURE},
