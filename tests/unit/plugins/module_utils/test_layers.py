@@ -31,7 +31,7 @@ PURE = {
     "_journal",
 }
 #: The host: files, /proc and the unit directory (_host); systemctl and mount (_systemd).
-HOST = {"_host", "_systemd", "_readonly_root_host", "_hostlock", "_offline_host"}
+HOST = {"_host", "_systemd", "_readonly_root_host", "_hostlock", "_offline_host", "_rootfiles"}
 #: Layer files: inspection, OCI export and image archives, copying, stacking (paths as arguments).
 LAYER_FILES = {"_upper", "_oci", "_layercopy", "_image", "_stack", "_unpack"}
 #: The phases the modules run: they may use everything below them.
