@@ -13,6 +13,7 @@
 #   scripts/vm.sh reboot NAME       stop + boot (so a changed kernel, initramfs or command line is used)
 #   scripts/vm.sh wait NAME [SECS]  wait until NAME answers on SSH again (after a reboot from inside the guest)
 #   scripts/vm.sh kill NAME         SIGKILL qemu: a power cut
+#   scripts/vm.sh detach NAME       the next boots have no persist disk (a dead disk); attach NAME undoes it
 #   scripts/vm.sh console NAME      the serial console of the current boot so far
 #   scripts/vm.sh ssh NAME [CMD..]  run CMD (or a shell) as root on NAME
 #   scripts/vm.sh port NAME         the 127.0.0.1 port forwarded to NAME's sshd
@@ -228,11 +229,16 @@ boot() {
   [ -s "$dir/cmdline" ] || die "no /etc/kernel/cmdline in the image"
   log "booting $name: kernel $kver, cmdline: $(cat "$dir/cmdline")"
   echo "==== boot $(date -u +%FT%TZ) kernel $kver" >> "$dir/serial.log"
+  local persist_drive=(-drive "file=$dir/persist.raw,if=virtio,format=raw")
+  if [ -f "$dir/persist.detached" ]; then
+    persist_drive=()
+    log "$name: booting without its persist disk (scripts/vm.sh attach $name puts it back)"
+  fi
   start=$(date +%s)
   qemu-system-x86_64 -machine q35 -accel tcg -m "$MEMORY" -smp 1 \
     -nodefaults -vga none -display none -monitor none -serial "file:$dir/serial.cur" \
     -drive "file=$dir/disk.raw,if=virtio,format=raw" \
-    -drive "file=$dir/persist.raw,if=virtio,format=raw" \
+    "${persist_drive[@]}" \
     -kernel "$dir/vmlinuz" -initrd "$dir/initrd.img" \
     -append "$(cat "$dir/cmdline") console=ttyS0" \
     -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$(cat "$dir/port")-:22" \
@@ -327,10 +333,12 @@ case "${1:-}" in
   reboot) [ $# -eq 2 ] || die "usage: $0 reboot NAME"; stop "$2"; boot "$2" ;;
   wait) [ $# -ge 2 ] || die "usage: $0 wait NAME [SECS]"; wait_ssh "$2" "${3:-$BOOT_TIMEOUT}" ;;
   kill) [ $# -eq 2 ] || die "usage: $0 kill NAME"; kill_vm "$2" ;;
+  detach) [ $# -eq 2 ] || die "usage: $0 detach NAME"; touch "$(run_dir "$2")/persist.detached" ;;
+  attach) [ $# -eq 2 ] || die "usage: $0 attach NAME"; rm -f "$(run_dir "$2")/persist.detached" ;;
   console) [ $# -eq 2 ] || die "usage: $0 console NAME"; cat "$(run_dir "$2")/serial.cur" 2>/dev/null || true ;;
   ssh) [ $# -ge 2 ] || die "usage: $0 ssh NAME [CMD...]"; name=$2; shift 2; vm_ssh "$name" "$@" ;;
   port) [ $# -eq 2 ] || die "usage: $0 port NAME"; cat "$(run_dir "$2")/port" ;;
   key) ensure_key; echo "$KEY" ;;
   rm) [ $# -eq 2 ] || die "usage: $0 rm NAME"; stop "$2"; rm -rf "$(run_dir "$2")" ;;
-  *) die "usage: $0 deps|build|image VARIANT|new NAME VARIANT|boot NAME|stop NAME|reboot NAME|wait NAME [SECS]|kill NAME|console NAME|ssh NAME [CMD]|port NAME|key|rm NAME" ;;
+  *) die "usage: $0 deps|build|image VARIANT|new NAME VARIANT|boot NAME|stop NAME|reboot NAME|wait NAME [SECS]|kill NAME|detach NAME|attach NAME|console NAME|ssh NAME [CMD]|port NAME|key|rm NAME" ;;
 esac

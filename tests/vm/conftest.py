@@ -85,6 +85,10 @@ class Machine:
         assert res.returncode == 0, res.stderr[-3000:]
         return time.monotonic() - start
 
+    def detach_persist_disk(self) -> None:
+        """The next boots have no persistent disk (a dead disk); the machine must be off."""
+        vm("detach", self.name)
+
     def power_cut(self) -> None:
         res = vm("kill", self.name, check=False)
         assert res.returncode == 0, res.stderr[-3000:]

@@ -19,12 +19,16 @@ from __future__ import annotations
 import time
 
 PERSIST = "/var/lib/kiosk"
+# Persistent while enabled; dropped from the list by the disable (its unit goes, its data stays on the disk).
+DROPPED = "/var/lib/kiosk-cache"
 BASE = {
     "readonly_root_tmpfs_size": "200M",
     "readonly_root_persistent_device": "/dev/disk/by-label/persist",
     "readonly_root_persistent_paths": [PERSIST],
+    # A dead disk delays a boot by this much (systemd's default 90 s), see the last test.
+    "readonly_root_persistent_device_timeout": "10s",
 }
-ENABLED = {**BASE, "readonly_root_state": "enabled"}
+ENABLED = {**BASE, "readonly_root_state": "enabled", "readonly_root_persistent_paths": [PERSIST, DROPPED]}
 DISABLED = {**BASE, "readonly_root_state": "disabled"}
 # What the role may write: the real root's config and units, the persistent disk.
 SNAPSHOT = (
@@ -84,9 +88,9 @@ def reboot_inside(m) -> None:
     raise AssertionError("the guest kept answering with its old boot id")
 
 
-def assert_persistent_path(m) -> None:
-    mnt = m.findmnt(PERSIST)
-    assert mnt and mnt["source"] == f"/dev/vdb[{PERSIST}]", mnt
+def assert_persistent_path(m, path: str = PERSIST) -> None:
+    mnt = m.findmnt(path)
+    assert mnt and mnt["source"] == f"/dev/vdb[{path}]", mnt
     assert m.findmnt("/persist")["source"] == "/dev/vdb"
 
 
@@ -124,6 +128,8 @@ def test_enable_reboots_into_overlay(kiosk):
     assert kiosk.boot_id() != STATE["boot0"]
     assert_overlay(kiosk)
     assert_persistent_path(kiosk)
+    assert_persistent_path(kiosk, DROPPED)
+    kiosk.ssh(f"echo cached > {DROPPED}/cache.txt && sync")
     assert res.facts["current"]["state"] == "enabled"
     assert res.facts["next_boot"]["state"] == "enabled"
     assert res.facts["reboot_required"] is False
@@ -181,7 +187,8 @@ def test_full_upper_then_the_confirmed_trial_stays_across_a_reboot(kiosk):
 
 
 def test_disable_from_inside_overlay(kiosk):
-    """3. disabled applied from inside the overlay -> reboot -> real root; tmpfs writes gone, persistent kept."""
+    """3. disabled applied from inside the overlay -> reboot -> real root; tmpfs writes gone, persistent kept.
+    The disable also drops a persistent path: its unit and link leave the real root, its data stays on the disk."""
     kiosk.ssh("echo scratch > /etc/scratch-marker")
     res = kiosk.play({**DISABLED, "readonly_root_reboot": True}, label="disable from overlay + reboot")
     assert res.rc == 0, res.failures or res.output[-3000:]
@@ -190,6 +197,13 @@ def test_disable_from_inside_overlay(kiosk):
     assert kiosk.ssh("test -e /etc/scratch-marker && echo yes || echo no").strip() == "no"
     assert kiosk.ssh(f"cat {PERSIST}/keep.txt").strip() == "kept"
     assert_persistent_path(kiosk)
+    unit = "var-lib-kiosk\\x2dcache.mount"
+    assert kiosk.findmnt(DROPPED) is None
+    assert not exists(kiosk, f"'/etc/systemd/system/{unit}'")
+    assert not exists(kiosk, f"'/etc/systemd/system/local-fs.target.wants/{unit}'")
+    assert exists(kiosk, "'/etc/systemd/system/var-lib-kiosk.mount'")
+    assert kiosk.ssh(f"cat /persist{DROPPED}/cache.txt").strip() == "cached"
+    assert f"readonly_root_persistent_paths no longer has {DROPPED}" in res.output, res.output[-3000:]
     # The real root is writable and keeps what is written now (checked after the next boot).
     kiosk.ssh("echo maintenance > /etc/maintenance-marker && sync")
     res = kiosk.play(DISABLED, label="idempotent (real root)")
@@ -246,3 +260,26 @@ def test_enable_again(kiosk):
     assert kiosk.ssh("cat /media/root-ro/etc/maintenance-marker").strip() == "maintenance"
     assert kiosk.ssh(f"cat {PERSIST}/keep.txt").strip() == "kept"
     assert_trial_confirmed(kiosk, res.facts)
+
+
+def test_dead_persistent_disk_then_disabled_is_the_way_back(kiosk):
+    """The persistent disk dies: the overlay boots without the binds; disabled is accepted all the same, the
+    box comes back on its real root and the warning names the missing disk."""
+    kiosk.stop()
+    kiosk.detach_persist_disk()
+    start = time.monotonic()
+    kiosk.boot()  # the persistent base's device job times out (readonly_root_persistent_device_timeout), then on
+    kiosk.timings["boot without the persistent disk"] = time.monotonic() - start
+    # The boot waited the role's 10 s for the device (systemd's default: 90 s), then failed the base's mount.
+    device = "dev-disk-by\\x2dlabel-persist.device"
+    assert kiosk.ssh(f"systemctl show -p JobRunningTimeoutUSec --value '{device}'").strip() == "10s"
+    assert "persist.mount" in kiosk.ssh("systemctl --failed --plain --no-legend")
+    assert_overlay(kiosk)
+    assert kiosk.findmnt("/persist") is None and kiosk.findmnt(PERSIST) is None
+    res = kiosk.play({**DISABLED, "readonly_root_reboot": True}, label="dead disk: disable + reboot")
+    assert res.rc == 0, res.failures or res.output[-3000:]
+    assert_real_root(kiosk)
+    assert res.facts["current"]["state"] == "disabled" and res.facts["next_boot"]["state"] == "disabled"
+    missing = "readonly_root_persistent_device /dev/disk/by-label/persist does not exist"
+    assert any(missing in w for w in res.warnings), res.warnings
+    assert kiosk.findmnt(PERSIST) is None
