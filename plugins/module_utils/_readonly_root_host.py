@@ -83,8 +83,7 @@ def upper_info(upper: dict[str, str] | None, statvfs: Callable[[str], Any] = os.
 def initramfs(kernel: str, listing: bool, run: Runner, boot: str = "/boot") -> dict[str, Any]:
     """What a kernel's initramfs in boot holds for overlayroot (listed only when asked: seconds on slow hosts).
 
-    ``path`` is where the real root has it (/boot/...), also when boot is the real root's /boot seen from the
-    overlay (/media/root-ro/boot).
+    ``path`` is where the host has it (/boot/...); ``boot`` lets the unit tests point at a directory.
     """
     path = "/boot/initrd.img-%s" % kernel
     real = os.path.join(boot, "initrd.img-%s" % kernel)
@@ -221,7 +220,8 @@ def probe(*, args: dict[str, Any], run: Runner, kernel: str | None = None) -> di
             read(os.path.join(lower, "etc/overlayroot.conf")), read(os.path.join(lower, "etc/overlayroot.local.conf"))
         ),
         "cmdline_overlayroot": cmdline_overlayroot(read("/proc/cmdline") or ""),
-        **next_boot(kernel, args["list_initramfs"], run, boot=os.path.join(lower, "boot")),
+        # /boot as mounted now, not the lower's: a /boot partition is mounted there, also in the overlay.
+        **next_boot(kernel, args["list_initramfs"], run),
         "packages": dpkg_installed(read(os.path.join(lower, "var/lib/dpkg/status")) or "", PACKAGES),
         "overlay_module": overlay_module(kernel),
         "mem_total_kib": int(mem.group(1)) if mem else 0,
