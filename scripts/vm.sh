@@ -5,8 +5,8 @@
 # a 127.0.0.1 port forward. Used by tests/vm/ (the "vm real-boot tests" step).
 #
 #   scripts/vm.sh deps              install qemu-system-x86, debootstrap, openssh-client if missing
-#   scripts/vm.sh build             build the cached images (good + nobusybox) unless their inputs are unchanged
-#   scripts/vm.sh image VARIANT     print the cached image path of VARIANT (good | nobusybox), building it if needed
+#   scripts/vm.sh build             build the cached images (good, nobusybox, bare) unless their inputs are unchanged
+#   scripts/vm.sh image VARIANT     print the cached image path of VARIANT (good | nobusybox | bare), building it if needed
 #   scripts/vm.sh new NAME VARIANT  fresh machine NAME: a copy of the image + an empty ext4 disk labelled "persist"
 #   scripts/vm.sh boot NAME         read kernel, initramfs and command line out of NAME's disk, boot, wait for SSH
 #   scripts/vm.sh stop NAME         clean shutdown (ssh poweroff), wait for qemu to exit, kill after a timeout
@@ -28,10 +28,13 @@
 #
 # Images (cached under .cache/vm/images/ by a hash of their inputs):
 #   good       minbase + kernel, initramfs-tools, openssh-server, systemd-networkd (DHCP),
-#              python3, overlayroot and busybox; initramfs (MODULES=list: virtio, ext4) rebuilt
-#              in a chroot on the host
+#              python3, python3-apt, overlayroot and busybox; initramfs (MODULES=list: virtio, ext4)
+#              rebuilt in a chroot on the host
 #   nobusybox  the same without busybox: overlayroot's initramfs script lacks grep
-# Both have fixed SSH host keys, a fixed /etc/machine-id and root login with
+#   bare       the same without overlayroot and busybox (initramfs rebuilt without them), and apt's
+#              only source a flat local archive, /var/local/overlayfs-archive, holding the .debs (from debootstrap's
+#              download) of every package the image lacks: what the role installs with no network
+# All have fixed SSH host keys, a fixed /etc/machine-id and root login with
 # the key in .cache/vm/id_ed25519 (generated once).
 set -euo pipefail
 
@@ -42,9 +45,12 @@ ROOT=$(cd "$HERE/.." && pwd)
 
 SUITE=${OVERLAYFS_VM_SUITE:-bookworm}
 MIRROR=${OVERLAYFS_VM_MIRROR:-http://deb.debian.org/debian}
-PACKAGES=linux-image-amd64,initramfs-tools,openssh-server,systemd-sysv,udev,dbus,kmod,e2fsprogs,python3,overlayroot,busybox
+# python3-apt: ansible.builtin.apt needs it (the bare image's archive has only what that image lacks).
+PACKAGES=linux-image-amd64,initramfs-tools,openssh-server,systemd-sysv,udev,dbus,kmod,e2fsprogs,python3,python3-apt,overlayroot,busybox
 # Bump when the way the images are made changes (not for edits elsewhere here).
-IMAGE_RECIPE=2
+IMAGE_RECIPE=3
+# The bare image's local apt archive (a flat repository: the .debs and a Packages file).
+ARCHIVE=/var/local/overlayfs-archive
 IMAGE_SIZE=2G
 PERSIST_SIZE=256M
 MEMORY=${OVERLAYFS_VM_MEMORY:-1024}
@@ -62,6 +68,7 @@ deps() {
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
   command -v debugfs >/dev/null 2>&1 || missing+=(e2fsprogs)
+  command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
   if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "install ${missing[*]} (Debian packages) first"
     log "installing ${missing[*]} from Debian packages"
@@ -78,7 +85,7 @@ ensure_key() {
 
 inputs_hash() {
   # Everything that goes into an image: a changed input builds new images.
-  echo "$IMAGE_RECIPE $SUITE $MIRROR $PACKAGES $IMAGE_SIZE $MACHINE_ID $CMDLINE $(cat "$KEY.pub")" \
+  echo "$IMAGE_RECIPE $SUITE $MIRROR $PACKAGES $ARCHIVE $IMAGE_SIZE $MACHINE_ID $CMDLINE $(cat "$KEY.pub")" \
     | sha256sum | cut -c1-12
 }
 
@@ -133,23 +140,54 @@ make_image() {
   mv "$out.tmp" "$out"
 }
 
+# flat_archive ROOTDIR DEBDIR: the .debs in DEBDIR of the packages not installed in ROOTDIR, as a flat
+# repository in ROOTDIR$ARCHIVE (a Packages file made with dpkg-deb), and apt's only source.
+flat_archive() {
+  local dir=$1 debs=$2 deb pkg status name
+  mkdir -p "$dir$ARCHIVE"
+  : > "$dir$ARCHIVE/Packages"
+  for deb in "$debs"/*.deb; do
+    pkg=$(dpkg-deb -f "$deb" Package)
+    status=$(chroot "$dir" dpkg-query -W -f '${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    [ "$status" = installed ] && continue
+    # A name without the epoch's %3a (apt would unquote it to a colon).
+    name=${pkg}_$(dpkg-deb -f "$deb" Architecture).deb
+    cp "$deb" "$dir$ARCHIVE/$name"
+    {
+      dpkg-deb -f "$deb"
+      echo "Filename: ./$name"
+      echo "Size: $(stat -c %s "$deb")"
+      echo "SHA256: $(sha256sum "$deb" | cut -d' ' -f1)"
+      echo
+    } >> "$dir$ARCHIVE/Packages"
+  done
+  grep -q '^Package: overlayroot$' "$dir$ARCHIVE/Packages" || die "no overlayroot .deb for the bare image's archive"
+  rm -f "$dir/etc/apt/sources.list" "$dir"/etc/apt/sources.list.d/*
+  echo "deb [trusted=yes] file:$ARCHIVE ./" > "$dir/etc/apt/sources.list.d/overlayfs-archive.list"
+  rm -rf "$dir"/var/lib/apt/lists/*
+}
+
 build() {
   ensure_key
-  local good bad
+  local good bad bare
   good=$(image_path good)
   bad=$(image_path nobusybox)
-  if [ -f "$good" ] && [ -f "$bad" ]; then
+  bare=$(image_path bare)
+  if [ -f "$good" ] && [ -f "$bad" ] && [ -f "$bare" ]; then
     log "VM images exist for inputs $(inputs_hash); reusing them"
     return 0
   fi
   [ "$(id -u)" = 0 ] || die "building the VM images needs root (debootstrap, chroot)"
   mkdir -p "$IMAGES"
-  local dir
+  local dir debs
   dir=$(mktemp -d /var/tmp/overlayfs-vm-root.XXXXXX)
+  debs=$(mktemp -d /var/tmp/overlayfs-vm-debs.XXXXXX)
   # "|| true": umount exits 3 for paths no longer mounted, and errexit applies inside traps.
-  # shellcheck disable=SC2064  # expand now: the trap must remove this run's directory
-  trap "umount -lR '$dir/proc' '$dir/sys' '$dir/dev' 2>/dev/null || true; rm -rf '$dir'" RETURN
+  # shellcheck disable=SC2064  # expand now: the trap must remove this run's directories
+  trap "umount -lR '$dir/proc' '$dir/sys' '$dir/dev' 2>/dev/null || true; rm -rf '$dir' '$debs'" RETURN
   debootstrap_minbase "$SUITE" "$MIRROR" "$PACKAGES" "$dir" "$VM_DIR/debootstrap.log"
+  # debootstrap's download, kept for the bare image's archive (configure_root empties apt's cache).
+  mv "$dir"/var/cache/apt/archives/*.deb "$debs/"
   configure_root "$dir"
   log "update-initramfs in a chroot on the host (good: with busybox)"
   in_chroot "$dir" update-initramfs -u -k all > "$VM_DIR/initramfs-good.log" 2>&1 \
@@ -160,9 +198,15 @@ build() {
   in_chroot "$dir" update-initramfs -u -k all >> "$VM_DIR/initramfs-nobusybox.log" 2>&1 \
     || { tail -n 20 "$VM_DIR/initramfs-nobusybox.log" >&2; die "update-initramfs failed"; }
   make_image "$dir" "$bad"
+  log "bare variant: purge overlayroot too, rebuild the initramfs, a local archive as apt's only source"
+  in_chroot "$dir" dpkg --purge overlayroot > "$VM_DIR/initramfs-bare.log" 2>&1
+  in_chroot "$dir" update-initramfs -u -k all >> "$VM_DIR/initramfs-bare.log" 2>&1 \
+    || { tail -n 20 "$VM_DIR/initramfs-bare.log" >&2; die "update-initramfs failed"; }
+  flat_archive "$dir" "$debs"
+  make_image "$dir" "$bare"
   # Images of older inputs are no longer used by anything.
   find "$IMAGES" -name '*.raw' ! -name "*-$(inputs_hash).raw" -delete
-  log "VM images ready: $good $bad"
+  log "VM images ready: $good $bad $bare"
 }
 
 run_dir() { echo "$VM_DIR/run/$1"; }
@@ -173,7 +217,7 @@ free_port() {
 
 new() {
   local name=$1 variant=$2 dir image
-  case "$variant" in good|nobusybox) ;; *) die "unknown image variant '$variant' (good | nobusybox)" ;; esac
+  case "$variant" in good|nobusybox|bare) ;; *) die "unknown image variant '$variant' (good | nobusybox | bare)" ;; esac
   dir=$(run_dir "$name")
   image=$(image_path "$variant")
   [ -f "$image" ] || build

@@ -45,6 +45,11 @@ CHECK_NAMES = (
     "ssh_host_keys",
     "kernel_cmdline",
 )
+# What the overlayroot backend needs in the real root, installed by readonly_root_manage_packages: busybox
+# gives overlayroot's initramfs script its grep, e2fsprogs its initramfs hook (Debian 13 fails without).
+PACKAGES = ("overlayroot", "busybox", "e2fsprogs")
+# The preflight checks the package step fixes (left to it, not refused, when it runs).
+PACKAGE_CHECKS = ("overlayroot_package", "initramfs")
 _PATH_RE = re.compile(r"^/[A-Za-z0-9._@+-][A-Za-z0-9._@+/-]*$")
 _RESERVED_RE = re.compile(r"^/(proc|sys|dev|run|boot|media/root-r[ow])(/|$)")
 _DOTS_RE = re.compile(r"(^|/)\.\.?(/|$)")
@@ -65,6 +70,7 @@ class Declaration:
     preflight_waive: tuple[str, ...] = ()
     overlayroot: str = ""
     unit_names: Mapping[str, str] = field(default_factory=dict)
+    manage_packages: bool = False
 
 
 def size_kib(size: Any, mem_total_kib: int) -> int:
@@ -92,6 +98,27 @@ def overlayroot_value(conf: str | None, local_conf: str | None) -> str:
                     words = [m.group(1)]
                 value = words[0] if words else ""
     return value
+
+
+def version_key(version: str) -> tuple[tuple[int, str], ...]:
+    """Order of kernel versions as sort -V has them: digit runs by number, the rest by text."""
+    return tuple((int(t), "") if t.isdigit() else (-1, t) for t in re.split(r"([0-9]+)", version) if t)
+
+
+def next_boot_kernel(boot_names: Sequence[str]) -> str | None:
+    """The kernel the next boot runs: the newest /boot/vmlinuz-* by version, what Debian's boot loader boots."""
+    versions = [n[len("vmlinuz-") :] for n in boot_names if n.startswith("vmlinuz-") and len(n) > len("vmlinuz-")]
+    return max(versions, key=version_key) if versions else None
+
+
+def dpkg_installed(status: str, names: Sequence[str]) -> dict[str, str | None]:
+    """Per package of names: its version when dpkg's status file has it installed, else None."""
+    out: dict[str, str | None] = dict.fromkeys(names)
+    for stanza in status.split("\n\n"):
+        keys = dict(re.findall(r"^([A-Za-z-]+):[ \t]*(.*)$", stanza, re.M))
+        if keys.get("Package") in out and keys.get("Status", "").endswith(" installed"):
+            out[keys["Package"]] = keys.get("Version", "")
+    return out
 
 
 def cmdline_overlayroot(cmdline: str) -> str | None:
@@ -181,11 +208,60 @@ def _persistent_base_check(p: Mapping[str, Any], d: Declaration) -> dict[str, An
     )
 
 
+def initramfs_ready(ini: Mapping[str, Any]) -> bool:
+    """The initramfs has what overlayroot needs at boot: its script, and busybox (or a grep)."""
+    return bool(ini["exists"] and ini["overlayroot"] and (ini["busybox"] or ini["grep"]) and "error" not in ini)
+
+
+def package_plan(p: Mapping[str, Any]) -> dict[str, Any]:
+    """What the package step (readonly_root_manage_packages) does on this host: nothing when all is there.
+
+    ``install``: the backend's packages dpkg does not have installed. ``rebuild``: the kernel whose initramfs
+    to rebuild (``update-initramfs -u -k``, ``-c`` when it has none), the one the next boot runs, when its
+    initramfs lacks overlayroot's script or busybox; None otherwise, also when it cannot be listed (no fix
+    here). ``fixes``: the preflight checks that this plan makes pass. Nothing on a box running the overlay:
+    what it installed would be in the tmpfs upper, gone at the next boot.
+    """
+    ini = p["next_boot_initramfs"]
+    kernel = p["next_kernel"]
+    # On the overlay, installs and an initramfs would land in the tmpfs upper: nothing to do there.
+    install = [] if p["overlay_booted"] else [name for name in PACKAGES if p["packages"].get(name) is None]
+    ready = p["overlay_booted"] or kernel is None or "error" in ini or initramfs_ready(ini)
+    rebuild = None if ready else kernel
+    fixes = (["overlayroot_package"] if "overlayroot" in install else []) + (["initramfs"] if rebuild else [])
+    return {
+        "install": install,
+        "rebuild": rebuild,
+        "create": rebuild is not None and not ini["exists"],
+        "initramfs": ini["path"],
+        "fixes": fixes,
+    }
+
+
+def split_failing(
+    checks: Sequence[Mapping[str, Any]], d: Declaration, plan: Mapping[str, Any]
+) -> dict[str, list[Mapping[str, Any]]]:
+    """The failing checks: unmet (the role refuses), waived (readonly_root_preflight_waive), deferred.
+
+    Deferred: with readonly_root_manage_packages on an enabling run, what the package step fixes; the role
+    runs the preflight again after it, without deferring.
+    """
+    failing = [c for c in checks if not c["ok"]]
+    waived = [c for c in failing if c["name"] in d.preflight_waive]
+    defer = plan["fixes"] if d.manage_packages and d.state == "enabled" else []
+    deferred = [c for c in failing if c["name"] not in d.preflight_waive and c["name"] in defer]
+    unmet = [c for c in failing if c not in waived and c not in deferred]
+    return {"unmet": unmet, "waived": waived, "deferred": deferred}
+
+
 def _initramfs_msg(p: Mapping[str, Any]) -> str:
-    ini = p["initramfs"]
+    ini = p["next_boot_initramfs"]
+    kernel = p["next_kernel"]
     msg = "initramfs: %s" % ini["path"]
-    if not ini["exists"]:
-        msg += " does not exist for the running kernel %s" % p["kernel"]
+    if kernel is None:
+        msg = "initramfs: no /boot/vmlinuz-*: no kernel for the next boot to run"
+    elif not ini["exists"]:
+        msg += " does not exist for the kernel %s the next boot runs" % kernel
     elif "error" in ini:
         msg += " could not be listed: %s" % ini["error"]
     else:
@@ -197,25 +273,28 @@ def _initramfs_msg(p: Mapping[str, Any]) -> str:
                 " busybox (no bin/busybox, no bin/grep: overlayroot's script fails on a missing grep and the"
                 " machine boots WITHOUT the overlay, silently)"
             )
-    return msg + "; fix: apt-get install overlayroot busybox, then update-initramfs -u"
+    return msg + (
+        "; fix: set readonly_root_manage_packages: true (the default), or apt-get install %s, then "
+        "update-initramfs -u -k %s" % (" ".join(PACKAGES), kernel or "VERSION")
+    )
 
 
 def _enabling_checks(p: Mapping[str, Any], d: Declaration) -> list[dict[str, Any]]:
     size = size_kib(d.tmpfs_size, p["mem_total_kib"])
     reserve = size_kib(d.min_free_ram, p["mem_total_kib"])
-    ini = p["initramfs"]
     lower = lower_label(p)
     machine_id = p["machine_id"]
     return [
         _check(
             "overlayroot_package",
             p["overlayroot_installed"],
-            "overlayroot_package: the overlayroot package is not installed in the real root (apt-get install "
-            "overlayroot busybox, then update-initramfs -u)",
+            "overlayroot_package: the overlayroot package is not installed in the real root; fix: set "
+            "readonly_root_manage_packages: true (the default), or apt-get install %s, then update-initramfs -u -k %s"
+            % (" ".join(PACKAGES), p["next_kernel"] or "VERSION"),
         ),
         _check(
             "initramfs",
-            ini["exists"] and ini["overlayroot"] and (ini["busybox"] or ini["grep"]) and "error" not in ini,
+            p["next_kernel"] is not None and initramfs_ready(p["next_boot_initramfs"]),
             _initramfs_msg(p),
         ),
         _check(

@@ -23,11 +23,14 @@ from typing import Any
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._mountinfo import parse_mountinfo
 from ansible_collections.overlayfs.systemd.plugins.module_utils._readonly_root import (
+    PACKAGES,
     ROOT_RO,
     ROOT_RW,
     TRIAL_LINK,
     TRIAL_STATE_DIR,
     cmdline_overlayroot,
+    dpkg_installed,
+    next_boot_kernel,
     overlayroot_value,
 )
 
@@ -78,18 +81,22 @@ def upper_info(upper: dict[str, str] | None, statvfs: Callable[[str], Any] = os.
 
 
 def initramfs(kernel: str, listing: bool, run: Runner, boot: str = "/boot") -> dict[str, Any]:
-    """What the running kernel's initramfs holds for overlayroot (listed only when asked: seconds on slow hosts)."""
+    """What a kernel's initramfs in boot holds for overlayroot (listed only when asked: seconds on slow hosts).
+
+    ``path`` is where the host has it (/boot/...); ``boot`` lets the unit tests point at a directory.
+    """
     path = "/boot/initrd.img-%s" % kernel
+    real = os.path.join(boot, "initrd.img-%s" % kernel)
     info: dict[str, Any] = {
         "path": path,
-        "exists": os.path.isfile(os.path.join(boot, "initrd.img-%s" % kernel)),
+        "exists": os.path.isfile(real),
         "overlayroot": False,
         "busybox": False,
         "grep": False,
     }
     if not info["exists"] or not listing:
         return info
-    rc, out, err = run(["lsinitramfs", path])
+    rc, out, err = run(["lsinitramfs", real])
     if rc != 0:
         info["error"] = "lsinitramfs %s failed (rc %d): %s" % (path, rc, err.strip()[-300:])
     names = out.splitlines()
@@ -97,6 +104,19 @@ def initramfs(kernel: str, listing: bool, run: Runner, boot: str = "/boot") -> d
     info["busybox"] = any(re.search(r"(^|/)bin/busybox$", n) for n in names)
     info["grep"] = any(re.search(r"(^|/)bin/grep$", n) for n in names)
     return info
+
+
+def next_boot(kernel: str, listing: bool, run: Runner, boot: str = "/boot") -> dict[str, Any]:
+    """The kernel the next boot runs (newest /boot/vmlinuz-*) and its initramfs; the running kernel's initramfs.
+
+    Listed once when the two kernels are the same (the usual case: no kernel update pending). Without any
+    vmlinuz in boot (a container, a boot loader reading elsewhere) the running kernel is the best guess.
+    """
+    names = os.listdir(boot) if os.path.isdir(boot) else []
+    nxt = next_boot_kernel(names) or kernel
+    running = initramfs(kernel, listing, run, boot=boot)
+    following = running if nxt == kernel else initramfs(nxt, listing, run, boot=boot)
+    return {"next_kernel": nxt, "next_boot_initramfs": following, "initramfs": running}
 
 
 def overlay_module(kernel: str, root: str = "/") -> bool:
@@ -200,7 +220,9 @@ def probe(*, args: dict[str, Any], run: Runner, kernel: str | None = None) -> di
             read(os.path.join(lower, "etc/overlayroot.conf")), read(os.path.join(lower, "etc/overlayroot.local.conf"))
         ),
         "cmdline_overlayroot": cmdline_overlayroot(read("/proc/cmdline") or ""),
-        "initramfs": initramfs(kernel, args["list_initramfs"], run),
+        # /boot as mounted now, not the lower's: a /boot partition is mounted there, also in the overlay.
+        **next_boot(kernel, args["list_initramfs"], run),
+        "packages": dpkg_installed(read(os.path.join(lower, "var/lib/dpkg/status")) or "", PACKAGES),
         "overlay_module": overlay_module(kernel),
         "mem_total_kib": int(mem.group(1)) if mem else 0,
         "machine_id": (read(os.path.join(lower, "etc/machine-id")) or "").strip(),

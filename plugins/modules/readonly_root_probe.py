@@ -11,7 +11,8 @@ module: readonly_root_probe
 short_description: Read a host's read-only root state, preflight checks and facts (for the readonly_root role)
 description:
   - Reads, and never changes, what the role C(overlayfs.systemd.readonly_root) decides on - whether / is the
-    overlayroot overlay, the overlayroot config in the real root, the initramfs of the running kernel, RAM,
+    overlayroot overlay, the overlayroot config in the real root, the kernel the next boot runs (the newest
+    C(/boot/vmlinuz-*) by version) and its initramfs, the backend's packages in dpkg's status, RAM,
     machine-id, SSH host keys, the persistent file system and paths, the trial-boot records.
   - Evaluates the role's preflight checks, builds C(readonly_root_facts), and with O(verify=true) lists what the
     running boot lacks against the declaration.
@@ -86,6 +87,12 @@ options:
     description: The mount unit of each persistent path, named in the verification's messages.
     type: dict
     default: {}
+  manage_packages:
+    description:
+      - The role's C(readonly_root_manage_packages). With O(state=enabled), the failing checks that the package
+        step of RV(packages) fixes are returned in RV(deferred), not in RV(unmet).
+    type: bool
+    default: false
   verify:
     description:
       - Also test that every persistent path is writable and return RV(problems) and RV(warnings_found) (each
@@ -139,6 +146,40 @@ waived:
   returned: always
   type: list
   elements: dict
+deferred:
+  description: With O(manage_packages), the failing checks the package step of RV(packages) fixes.
+  returned: always
+  type: list
+  elements: dict
+packages:
+  description:
+    - What the role's package step does on this host; nothing (empty C(install), null C(rebuild)) when the
+      packages are installed and the next boot's initramfs has what overlayroot needs, and on a box running
+      the overlay (it would install into the tmpfs upper).
+  returned: always
+  type: dict
+  contains:
+    install:
+      description: The backend's packages (overlayroot, busybox, e2fsprogs) not installed.
+      type: list
+      elements: str
+    rebuild:
+      description:
+        - The kernel whose initramfs lacks overlayroot's script or busybox (and grep), the one the next boot
+          runs; null when nothing is to be rebuilt or the initramfs cannot be listed.
+      type: str
+    create:
+      description: The initramfs of C(rebuild) does not exist (C(update-initramfs -c), not C(-u)).
+      type: bool
+    initramfs:
+      description: The path of the next boot's initramfs.
+      type: str
+    fixes:
+      description: The preflight checks the step makes pass.
+      type: list
+      elements: str
+  sample: {install: [overlayroot, busybox], rebuild: 6.1.0-40-amd64, create: false,
+    initramfs: /boot/initrd.img-6.1.0-40-amd64, fixes: [overlayroot_package, initramfs]}
 facts:
   description: C(readonly_root_facts) of the running boot (see docs/kiosk.md).
   returned: always
@@ -172,8 +213,10 @@ from ansible_collections.overlayfs.systemd.plugins.module_utils._readonly_root i
     CHECK_NAMES,
     Declaration,
     facts,
+    package_plan,
     preflight,
     size_kib,
+    split_failing,
     verify,
 )
 from ansible_collections.overlayfs.systemd.plugins.module_utils._readonly_root_host import probe, writable
@@ -191,6 +234,7 @@ ARGUMENT_SPEC = dict(
     files=dict(type="list", elements="str", default=[]),
     links=dict(type="list", elements="str", default=[]),
     unit_names=dict(type="dict", default={}),
+    manage_packages=dict(type="bool", default=False),
     verify=dict(type="bool", default=False),
 )
 
@@ -209,6 +253,7 @@ def main() -> None:
         preflight_waive=tuple(prm["preflight_waive"]),
         overlayroot=prm["overlayroot"],
         unit_names=prm["unit_names"],
+        manage_packages=prm["manage_packages"],
     )
 
     def run(argv):
@@ -220,13 +265,13 @@ def main() -> None:
     args = dict(prm, list_initramfs=prm["state"] == "enabled")
     host = probe(args=args, run=run)
     checks = preflight(host, decl)
-    failing = [c for c in checks if not c["ok"]]
+    plan = package_plan(host)
     result = dict(
         changed=False,
         probe=host,
         checks=checks,
-        unmet=[c for c in failing if c["name"] not in decl.preflight_waive],
-        waived=[c for c in failing if c["name"] in decl.preflight_waive],
+        packages=plan,
+        **split_failing(checks, decl, plan),
         facts=facts(host, decl),
         facts_after_write=facts(host, decl, configured=decl.overlayroot),
         size_kib=size_kib(decl.tmpfs_size, host["mem_total_kib"]),

@@ -202,3 +202,9 @@ def kiosk():
 def nobusybox():
     """A VM of the image whose initramfs lacks busybox (overlayroot's script would fail on grep); one test only."""
     yield from machine("nobusybox", "nobusybox")
+
+
+@pytest.fixture
+def bare():
+    """A VM of the image without overlayroot and busybox, apt's only source a local archive of them; one test."""
+    yield from machine("bare", "bare")

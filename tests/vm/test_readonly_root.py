@@ -11,7 +11,8 @@ an unconfirmed trial, cut by a power cut, then falling back by itself -> real
 root -> overlay. Most reboots are the role's own (readonly_root_reboot: true,
 which also verifies the state it boots into and confirms the trial); the
 assertions here check the running machine independently over SSH. A second
-machine boots the image whose initramfs lacks busybox and must be refused.
+machine boots the image whose initramfs lacks busybox and must be refused (the role installing nothing);
+a third, without overlayroot and busybox, gets them from a local archive.
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ def assert_persistent_path(m, path: str = PERSIST) -> None:
 def test_preflight_refuses_busybox_less_initramfs(nobusybox):
     """5. the initramfs lacks busybox/grep: refused, named, nothing changed."""
     before = snapshot(nobusybox)
-    res = nobusybox.play({**ENABLED, "readonly_root_reboot": True}, label="refused run")
+    res = nobusybox.play(
+        {**ENABLED, "readonly_root_reboot": True, "readonly_root_manage_packages": False}, label="refused run"
+    )
     assert res.rc != 0
     assert res.changed == 0
     msg = " ".join(res.failures)
@@ -108,6 +111,42 @@ def test_preflight_refuses_busybox_less_initramfs(nobusybox):
     assert snapshot(nobusybox) == before
     assert nobusybox.ssh("test -e /etc/overlayroot.local.conf && echo yes || echo no").strip() == "no"
     assert_real_root(nobusybox)
+
+
+# The next boot's kernel (the newest /boot/vmlinuz-*) and what its initramfs lists of overlayroot's needs.
+NEXT_INITRAMFS = (
+    "k=$(ls /boot | sed -n 's/^vmlinuz-//p' | sort -V | tail -n 1); echo $k;"
+    " lsinitramfs /boot/initrd.img-$k | grep -E '(scripts/init-bottom/overlayroot|bin/busybox)$' | sort"
+)
+
+
+def installed(m, package: str) -> bool:
+    return m.ssh(f"dpkg-query -W -f '${{db:Status-Status}}' {package} 2>/dev/null || true").strip() == "installed"
+
+
+def test_packages_from_a_local_archive_on_a_fresh_image(bare):
+    """No overlayroot, no busybox, apt knows no package: check mode reports and writes nothing; the role installs
+    them from the box's only archive and the next boot's initramfs gets them; a second run changes nothing."""
+    assert not installed(bare, "overlayroot") and not installed(bare, "busybox")
+    before = snapshot(bare)
+    res = bare.play(ENABLED, check_mode=True, label="check (fresh)")
+    assert res.rc == 0, res.failures or res.output[-3000:]
+    assert res.changed > 0
+    assert "Would install: overlayroot busybox" in res.output
+    assert snapshot(bare) == before
+    assert not installed(bare, "overlayroot") and not installed(bare, "busybox")
+    res = bare.play(ENABLED, label="install + config")
+    assert res.rc == 0, res.failures or res.output[-3000:]
+    assert res.changed > 0
+    assert installed(bare, "overlayroot") and installed(bare, "busybox") and installed(bare, "e2fsprogs")
+    listed = bare.ssh(NEXT_INITRAMFS).split()
+    assert any(n.endswith("scripts/init-bottom/overlayroot") for n in listed[1:]), listed
+    assert any(n.endswith("bin/busybox") for n in listed[1:]), listed
+    assert res.facts["next_boot"]["state"] == "enabled"
+    res = bare.play(ENABLED, label="again (idempotent)")
+    assert res.rc == 0, res.failures or res.output[-3000:]
+    assert res.changed == 0, res.output[-3000:]
+    assert_real_root(bare)
 
 
 def test_check_mode_on_real_root_changes_nothing(kiosk):

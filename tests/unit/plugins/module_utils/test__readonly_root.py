@@ -39,6 +39,15 @@ def real_root_probe(**over):
             "busybox": True,
             "grep": False,
         },
+        "next_kernel": "6.1.0-40-amd64",
+        "next_boot_initramfs": {
+            "path": "/boot/initrd.img-6.1.0-40-amd64",
+            "exists": True,
+            "overlayroot": True,
+            "busybox": True,
+            "grep": False,
+        },
+        "packages": {"overlayroot": "0.48", "busybox": "1:1.35.0-4", "e2fsprogs": "1.47.0-2"},
         "overlay_module": True,
         "mem_total_kib": MEM,
         "machine_id": "0d5e1f0a7c3b4e6f9a8b7c6d5e4f3a2b",
@@ -133,7 +142,13 @@ def test_preflight_names_every_unmet_need():
     p = real_root_probe(
         os_family_ids=["fedora"],
         overlayroot_installed=False,
-        initramfs={"path": "/boot/initrd.img-k", "exists": True, "overlayroot": True, "busybox": False, "grep": False},
+        next_boot_initramfs={
+            "path": "/boot/initrd.img-k",
+            "exists": True,
+            "overlayroot": True,
+            "busybox": False,
+            "grep": False,
+        },
         overlay_module=False,
         machine_id="",
         host_keys=[],
@@ -174,10 +189,14 @@ def test_enabling_in_the_overlay_with_the_disk_gone_is_refused_naming_the_way_ba
 
 
 def test_initramfs_messages():
-    p = real_root_probe(initramfs={"path": "/boot/initrd.img-k", "exists": False})
-    assert "does not exist for the running kernel 6.1.0-40-amd64" in unmet(p)["initramfs"]
+    p = real_root_probe(next_boot_initramfs={"path": "/boot/initrd.img-k", "exists": False})
+    assert "does not exist for the kernel 6.1.0-40-amd64 the next boot runs" in unmet(p)["initramfs"]
+    assert "update-initramfs -u -k 6.1.0-40-amd64" in unmet(p)["initramfs"]
+    assert "readonly_root_manage_packages" in unmet(p)["initramfs"]
+    p = real_root_probe(next_kernel=None, next_boot_initramfs={"path": "", "exists": False})
+    assert unmet(p)["initramfs"].startswith("initramfs: no /boot/vmlinuz-*")
     p = real_root_probe(
-        initramfs={
+        next_boot_initramfs={
             "path": "/boot/i",
             "exists": True,
             "error": "lsinitramfs failed",
@@ -187,6 +206,106 @@ def test_initramfs_messages():
         }
     )
     assert "could not be listed: lsinitramfs failed" in unmet(p)["initramfs"]
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-28-amd64", "config-6.1.0-40-amd64"], "6.1.0-28-amd64"),
+        (["vmlinuz-6.1.0-40-amd64", "vmlinuz-6.12.38+deb13-amd64", "initrd.img-6.13.0-1-amd64"], "6.12.38+deb13-amd64"),
+        (["vmlinuz-5.10.0-30-amd64", "vmlinuz-6.1.0-10-amd64", "vmlinuz-"], "6.1.0-10-amd64"),
+        (["initrd.img-6.1.0-40-amd64", "grub"], None),
+    ],
+)
+def test_next_boot_kernel_is_the_newest_vmlinuz_by_version(names, expected):
+    assert rr.next_boot_kernel(names) == expected
+
+
+def test_dpkg_installed_reads_only_installed_packages():
+    status = (
+        "Package: busybox\nStatus: install ok installed\nVersion: 1:1.35.0-4\n\n"
+        "Package: overlayroot\nStatus: deinstall ok config-files\nVersion: 0.48\n\n"
+        "Package: e2fsprogs\nStatus: install ok installed\nPriority: required\nVersion: 1.47.0-2\n"
+    )
+    got = rr.dpkg_installed(status, rr.PACKAGES)
+    assert got == {"overlayroot": None, "busybox": "1:1.35.0-4", "e2fsprogs": "1.47.0-2"}
+    assert rr.dpkg_installed("", ("x",)) == {"x": None}
+
+
+FRESH_INITRAMFS = {"path": "/boot/initrd.img-6.1.0-41-amd64", "exists": True, "overlayroot": False, "busybox": False}
+
+
+def fresh_probe(**over):
+    """A box without overlayroot and busybox whose next boot runs a newer kernel than the running one."""
+    base = {
+        "overlayroot_installed": False,
+        "busybox_installed": False,
+        "packages": {"overlayroot": None, "busybox": None, "e2fsprogs": "1.47.0-2"},
+        "next_kernel": "6.1.0-41-amd64",
+        "next_boot_initramfs": {**FRESH_INITRAMFS, "grep": False},
+    }
+    return real_root_probe(**{**base, **over})
+
+
+def test_package_plan_installs_what_is_missing_and_rebuilds_the_next_boot_kernel():
+    plan = rr.package_plan(fresh_probe())
+    assert plan == {
+        "install": ["overlayroot", "busybox"],
+        "rebuild": "6.1.0-41-amd64",
+        "create": False,
+        "initramfs": "/boot/initrd.img-6.1.0-41-amd64",
+        "fixes": ["overlayroot_package", "initramfs"],
+    }
+    gone = rr.package_plan(
+        fresh_probe(next_boot_initramfs={"path": "/boot/initrd.img-6.1.0-41-amd64", "exists": False})
+    )
+    assert gone["rebuild"] == "6.1.0-41-amd64" and gone["create"] is True
+
+
+def test_package_plan_judges_the_next_boot_initramfs_not_the_running_one():
+    # The running kernel's initramfs is fine (real_root_probe), the next boot's lacks overlayroot.
+    p = real_root_probe(next_kernel="6.1.0-41-amd64", next_boot_initramfs={**FRESH_INITRAMFS, "grep": True})
+    assert rr.package_plan(p)["rebuild"] == "6.1.0-41-amd64"
+    assert "initramfs" in unmet(p) and "/boot/initrd.img-6.1.0-41-amd64" in unmet(p)["initramfs"]
+    # And the other way round: the running one lacks it, the next boot's has it.
+    p = real_root_probe(initramfs={**FRESH_INITRAMFS, "grep": False})
+    assert rr.package_plan(p)["rebuild"] is None and "initramfs" not in unmet(p)
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {},
+        {"overlay_booted": True},
+        {"next_kernel": None},
+        {"next_boot_initramfs": {**FRESH_INITRAMFS, "grep": False, "error": "lsinitramfs failed"}},
+    ],
+)
+def test_package_plan_does_nothing_when_right_on_the_overlay_or_when_it_cannot_fix(over):
+    p = real_root_probe(**over) if not over else fresh_probe(**over)
+    plan = rr.package_plan(p)
+    assert plan["rebuild"] is None and "initramfs" not in plan["fixes"]
+    if not over or over.get("overlay_booted"):
+        assert plan["install"] == [] and plan["fixes"] == []
+
+
+def test_split_failing_defers_only_what_the_package_step_fixes():
+    p = fresh_probe(machine_id="")
+    checks = rr.preflight(p, DECL)
+    plan = rr.package_plan(p)
+    managed = rr.Declaration(**{**DECL.__dict__, "manage_packages": True})
+    got = rr.split_failing(checks, managed, plan)
+    assert [c["name"] for c in got["deferred"]] == ["overlayroot_package", "initramfs"]
+    assert [c["name"] for c in got["unmet"]] == ["machine_id"] and got["waived"] == []
+    # Without the package step (or when disabling) nothing is deferred.
+    got = rr.split_failing(checks, DECL, plan)
+    assert [c["name"] for c in got["unmet"]] == ["overlayroot_package", "initramfs", "machine_id"]
+    assert got["deferred"] == []
+    waived = rr.Declaration(**{**managed.__dict__, "preflight_waive": ("initramfs",)})
+    got = rr.split_failing(checks, waived, plan)
+    assert [c["name"] for c in got["waived"]] == ["initramfs"]
+    assert [c["name"] for c in got["deferred"]] == ["overlayroot_package"]
+    assert "readonly_root_manage_packages" in got["deferred"][0]["msg"]
 
 
 def test_facts_on_the_real_root_after_enabling():

@@ -51,6 +51,33 @@ def test_initramfs_listing(tmp_path):
     assert host.initramfs("other", True, None, boot=str(tmp_path))["exists"] is False
 
 
+def test_next_boot_lists_the_newest_kernels_initramfs(tmp_path):
+    for name in ("vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-28-amd64", "initrd.img-6.1.0-9-amd64"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "initrd.img-6.1.0-28-amd64").write_text("x")
+    listed = []
+
+    def run(argv):
+        listed.append(argv[1])
+        new = argv[1].endswith("-28-amd64")
+        return 0, "scripts/init-bottom/overlayroot\nbin/busybox\n" if new else "bin/sh\n", ""
+
+    got = host.next_boot("6.1.0-9-amd64", True, run, boot=str(tmp_path))
+    assert got["next_kernel"] == "6.1.0-28-amd64"
+    assert got["next_boot_initramfs"]["path"] == "/boot/initrd.img-6.1.0-28-amd64"
+    assert got["next_boot_initramfs"]["overlayroot"] and got["next_boot_initramfs"]["busybox"]
+    assert got["initramfs"]["path"] == "/boot/initrd.img-6.1.0-9-amd64" and not got["initramfs"]["overlayroot"]
+    assert listed == [str(tmp_path / "initrd.img-6.1.0-9-amd64"), str(tmp_path / "initrd.img-6.1.0-28-amd64")]
+    # The same kernel: listed once.
+    listed.clear()
+    got = host.next_boot("6.1.0-28-amd64", True, run, boot=str(tmp_path))
+    assert got["next_boot_initramfs"] is got["initramfs"] and len(listed) == 1
+    # No vmlinuz at all: the running kernel.
+    got = host.next_boot("k", True, run, boot=str(tmp_path / "missing"))
+    assert got["next_kernel"] == "k" and got["next_boot_initramfs"]["path"] == "/boot/initrd.img-k"
+    assert got["next_boot_initramfs"]["exists"] is False
+
+
 def test_trial_records(tmp_path):
     assert host.trial_records(str(tmp_path))["armed"] is False
     wants = tmp_path / "etc/systemd/system/timers.target.wants"

@@ -15,7 +15,7 @@ from fakehost import AnsibleExitJson, AnsibleFailJson, run_main
 from ansible_collections.overlayfs.systemd.plugins.modules import readonly_root_probe as mod
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "module_utils"))
-from test__readonly_root import overlay_probe, real_root_probe  # noqa: E402
+from test__readonly_root import fresh_probe, overlay_probe, real_root_probe  # noqa: E402
 
 
 @pytest.fixture
@@ -78,6 +78,16 @@ def test_unmet_waived_and_facts_after_write_from_a_canned_probe(module_env, monk
     assert [c["name"] for c in r["waived"]] == ["overlayroot_package"]
     assert r["facts"]["next_boot"]["state"] == "disabled" and r["facts_after_write"]["next_boot"]["state"] == "enabled"
     assert "problems" not in r
+
+
+def test_manage_packages_defers_what_the_package_step_fixes(module_env, monkeypatch):
+    monkeypatch.setattr(mod, "probe", lambda **kw: fresh_probe())
+    r = run_main(mod.main, dict(ARGS, manage_packages=True)).result
+    assert r["unmet"] == [] and [c["name"] for c in r["deferred"]] == ["overlayroot_package", "initramfs"]
+    assert r["packages"]["install"] == ["overlayroot", "busybox"] and r["packages"]["rebuild"] == "6.1.0-41-amd64"
+    # Without it (the role's probe after the package step) the preflight judges the host as it is.
+    r = run_main(mod.main, dict(ARGS)).result
+    assert [c["name"] for c in r["unmet"]] == ["overlayroot_package", "initramfs"] and r["deferred"] == []
 
 
 def test_verify_warns_for_a_dead_disk_when_disabling(module_env, monkeypatch):
