@@ -148,6 +148,7 @@ flat_archive() {
   : > "$dir$ARCHIVE/Packages"
   for deb in "$debs"/*.deb; do
     pkg=$(dpkg-deb -f "$deb" Package)
+    # shellcheck disable=SC2016  # a dpkg-query format, not a shell expansion
     status=$(chroot "$dir" dpkg-query -W -f '${db:Status-Status}' "$pkg" 2>/dev/null || true)
     [ "$status" = installed ] && continue
     # A name without the epoch's %3a (apt would unquote it to a colon).

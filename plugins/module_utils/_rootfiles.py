@@ -145,10 +145,10 @@ def _seed(run: Runner, ch: Change) -> None:
         return
     tmp = os.path.join(os.path.dirname(ch.dest), ".%s.partial" % os.path.basename(ch.dest)[:100])
     if os.path.lexists(tmp):
-        rc, _, err = run(["rm", "-rf", "--one-file-system", tmp])
+        rc, _out, err = run(["rm", "-rf", "--one-file-system", tmp])
         if rc != 0:
             raise OSError("removing the partial copy %s failed: %s" % (tmp, err.strip()))
-    rc, _, err = run(["cp", "-a", "--no-target-directory", ch.after, tmp])
+    rc, _out, err = run(["cp", "-a", "--no-target-directory", ch.after, tmp])
     if rc != 0:
         raise OSError("cp -a %s %s failed (rc %d): %s" % (ch.after, tmp, rc, err.strip()[-300:]))
     os.rename(tmp, ch.dest)
@@ -158,7 +158,7 @@ def remount(run: Runner, mount_point: str, mode: str, attempts: int = 5) -> None
     """``mount -o remount,rw|ro``; read-only is retried (a writer may still be closing), then raises."""
     err = ""
     for attempt in range(attempts if mode == "ro" else 1):
-        rc, _, err = run(["mount", "-o", "remount,%s" % mode, mount_point])
+        rc, _out, err = run(["mount", "-o", "remount,%s" % mode, mount_point])
         if rc == 0:
             return
         time.sleep(0.5 * (attempt + 1))
