@@ -19,7 +19,7 @@ description:
     real root with it (one task instead of one per file); use the role rather than this module in playbooks.
 author:
   - overlayfs.systemd maintainers (@overlayfs-systemd)
-version_added: 0.2.0
+version_added: 0.1.0
 attributes:
   check_mode:
     details: Reports what would change and writes nothing.
