@@ -139,7 +139,7 @@ def plan_seeds(
 def _seed(run: Runner, ch: Change) -> None:
     """Copy the source directory to a hidden name next to ``dest``, then rename it into place: a killed run
     leaves no half copy under ``dest`` that a later run would take for done."""
-    os.makedirs(os.path.dirname(ch.dest), mode=0o755, exist_ok=True)
+    _parents("/", ch.dest)
     if ch.after is None:
         os.mkdir(ch.dest, 0o755)
         return
@@ -157,11 +157,13 @@ def _seed(run: Runner, ch: Change) -> None:
 def remount(run: Runner, mount_point: str, mode: str, attempts: int = 5) -> None:
     """``mount -o remount,rw|ro``; read-only is retried (a writer may still be closing), then raises."""
     err = ""
-    for attempt in range(attempts if mode == "ro" else 1):
+    tries = attempts if mode == "ro" else 1
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(0.5 * attempt)
         rc, _out, err = run(["mount", "-o", "remount,%s" % mode, mount_point])
         if rc == 0:
             return
-        time.sleep(0.5 * (attempt + 1))
     raise OSError("mount -o remount,%s %s failed: %s" % (mode, mount_point, err.strip()))
 
 
