@@ -5,7 +5,7 @@
 #   ruff -> yamllint -> ansible-lint (scripts/lint.sh) -> ansible-test sanity -> pytest units
 #   (with coverage) -> collection build/install -> galaxy-importer, release
 #   notes, docs site in headless Chromium -> molecule scenarios
-#   -> vm real-boot tests
+#   -> vm real-boot tests (beside molecule: a VM lane in the background)
 #
 # Needs root on Debian 12 for the molecule steps (installs docker.io and
 # debootstrap, starts dockerd if none runs and stops it again at the end) and
@@ -83,6 +83,55 @@ vm_images() {
   scripts/vm.sh build
   OVERLAYFS_VM_SUITE=trixie OVERLAYFS_VM_DIR=$VM13_DIR scripts/vm.sh build
 }
+# Real boots (qemu, TCG, one vCPU each) as four jobs, longest first: the kiosk
+# machine's chain of boots on each release, then the other machines (pytest
+# -m "not kiosk": the busybox refusal on Debian 12, the package step from a
+# local archive on Debian 13). Molecule keeps one core busy, not two, so the
+# VM lane takes jobs while molecule runs, and the main lane takes the rest
+# once molecule is done.
+VM_JOBS=("trixie|kiosk" "bookworm|kiosk" "trixie|not kiosk" "bookworm|not kiosk")
+VM_QUEUE=$(mktemp -d /tmp/overlayfs-vm-queue.XXXXXX)
+vm_job() {
+  local suite=$1 mark=$2 dir=$ROOT/.cache/vm
+  [ "$suite" = trixie ] && dir=$VM13_DIR
+  OVERLAYFS_VM_SUITE=$suite OVERLAYFS_VM_DIR=$dir pytest tests/vm -v -p no:cacheprovider -m "$mark"
+}
+# vm_take: the index of the next job (each index is handed out once, across both lanes).
+vm_take() {
+  local n
+  {
+    flock 8
+    n=$(cat "$VM_QUEUE/next" 2>/dev/null || echo 0)
+    echo $((n + 1)) > "$VM_QUEUE/next"
+    echo "$n"
+  } 8> "$VM_QUEUE/lock"
+}
+# vm_worker: take the next job until none is left; stop (failing) once any job failed, in either lane.
+vm_worker() {
+  local i suite mark release
+  while :; do
+    [ -e "$VM_QUEUE/failed" ] && return 1
+    i=$(vm_take)
+    [ "$i" -lt "${#VM_JOBS[@]}" ] || return 0
+    IFS='|' read -r suite mark <<< "${VM_JOBS[$i]}"
+    release="debian 12"
+    [ "$suite" = trixie ] && release="debian 13"
+    timed "vm real-boot tests ($release, -m '$mark')" vm_job "$suite" "$mark" || { touch "$VM_QUEUE/failed"; return 1; }
+  done
+}
+vm_lane() {
+  timed "vm images (debian 12, 13)" vm_images
+  touch "$VM_QUEUE/images"
+  vm_worker
+}
+# The main lane joins once the images are there (or fails if the VM lane died before).
+vm_join() {
+  while [ ! -e "$VM_QUEUE/images" ]; do
+    kill -0 "${BG_PIDS[vm lane]}" 2>/dev/null || return 1
+    sleep 5
+  done
+  vm_worker
+}
 if [ "$RUN_VM" = 1 ]; then
   scripts/vm.sh deps   # apt, before any other apt run of the molecule steps
 fi
@@ -92,7 +141,7 @@ if [ "${OVERLAYFS_SKIP_MOLECULE:-0}" != 1 ]; then
   exec 9>/tmp/overlayfs-bench.lock
   flock 9
   scripts/bench.sh deps
-  [ "$RUN_VM" = 1 ] && bg_start "vm images (debian 12, 13)" vm_images
+  [ "$RUN_VM" = 1 ] && bg_start "vm lane" vm_lane
   scripts/bench.sh up   # times its own steps
   trap 'rc=$?; bg_kill_all; scripts/bench.sh docker-down; (exit $rc); summary' EXIT
   for scenario_file in molecule/*/molecule.yml; do
@@ -105,20 +154,15 @@ if [ "${OVERLAYFS_SKIP_MOLECULE:-0}" != 1 ]; then
     timed "molecule $scenario (debian 13)" env OVERLAYFS_DEBIAN=13 molecule test -s "$scenario"
   done
   scripts/controllers.sh molecule 2.16 mount
+elif [ "$RUN_VM" = 1 ]; then
+  bg_start "vm lane" vm_lane
+fi
+rc_vm=0
+if [ "$RUN_VM" = 1 ]; then
+  vm_join || rc_vm=$?
 fi
 bg_wait "controller matrix (ansible-core 2.16, 2.17, 2.18)"
 if [ "$RUN_VM" = 1 ]; then
-  # Real boots (qemu, TCG, one vCPU each): the readonly_root role across
-  # reboots, on Debian 12 and on Debian 13 side by side (one core each).
-  if [ -n "${BG_PIDS[vm images (debian 12, 13)]:-}" ]; then
-    bg_wait "vm images (debian 12, 13)"
-  else
-    timed "vm images (debian 12, 13)" vm_images
-  fi
-  bg_start "vm real-boot tests (debian 13)" env OVERLAYFS_VM_SUITE=trixie OVERLAYFS_VM_DIR="$VM13_DIR" \
-    pytest tests/vm -v -p no:cacheprovider
-  rc12=0
-  timed "vm real-boot tests (debian 12)" pytest tests/vm -v -p no:cacheprovider || rc12=$?
-  bg_wait "vm real-boot tests (debian 13)"
-  exit "$rc12"
+  bg_wait "vm lane" || rc_vm=$?
 fi
+exit "$rc_vm"

@@ -119,6 +119,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+check_mode:
+  description:
+    - Whether this task ran in check mode, also when C(check_mode=true) is set on the task, a block or an
+      include (where C(ansible_check_mode) stays false). The role takes it as its own check mode.
+  returned: always
+  type: bool
+  sample: false
 offline:
   description:
     - Why systemd cannot be asked on this host (an image root in a chroot, no C(/run/systemd/system),
@@ -268,6 +275,7 @@ def main() -> None:
     plan = package_plan(host)
     result = dict(
         changed=False,
+        check_mode=module.check_mode,
         probe=host,
         checks=checks,
         packages=plan,

@@ -37,6 +37,27 @@ def _link_collection() -> None:
 
 _link_collection()
 
+# The release under test (scripts/vm.sh builds its images): bookworm is Debian 12, trixie Debian 13.
+SUITE = os.environ.get("OVERLAYFS_VM_SUITE", "bookworm")
+RELEASES = {"bookworm": "Debian 12", "trixie": "Debian 13"}
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "kiosk: a test of the kiosk machine's chain of boots (pytest -m kiosk)")
+    config.addinivalue_line("markers", "only_on(suite, why): run on that Debian suite only, skipped on the others")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark the kiosk chain (make test runs it and the other machines as separate jobs: -m kiosk, -m 'not
+    kiosk'); skip a test marked only_on another release, saying why."""
+    for item in items:
+        if "kiosk" in item.fixturenames:
+            item.add_marker(pytest.mark.kiosk)
+        only = item.get_closest_marker("only_on")
+        if only is not None and only.args[0] != SUITE:
+            why = only.args[1]
+            item.add_marker(pytest.mark.skip(reason=f"runs on {RELEASES[only.args[0]]} only: {why}"))
+
 
 def vm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     # stdin from /dev/null: ssh would otherwise share (and may leave non-blocking) the caller's stdin.

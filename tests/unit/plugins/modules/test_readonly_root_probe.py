@@ -61,6 +61,14 @@ def test_on_this_host_reads_only_and_returns_the_contract(module_env):
     assert r["facts_after_write"]["next_boot"]["overlayroot"] == "tmpfs:swap=0,recurse=0"
     assert r["probe"]["links"] == {"etc/none": None}
     assert any(c[0].endswith("systemd-detect-virt") for c in module_env)
+    # The role's check mode, also when only the task is in check mode (no ansible_check_mode).
+    assert r["check_mode"] is True
+
+
+def test_reports_a_run_outside_check_mode(module_env):
+    res = run_main(mod.main, dict(ARGS))
+    assert isinstance(res, AnsibleExitJson), res.result
+    assert res.result["check_mode"] is False
 
 
 def test_unknown_waive_is_refused_naming_it(module_env):
