@@ -129,7 +129,9 @@ def installed(m, package: str) -> bool:
     return m.ssh(f"dpkg-query -W -f '${{db:Status-Status}}' {package} 2>/dev/null || true").strip() == "installed"
 
 
-@pytest.mark.only_on("trixie", "the release whose overlayroot also needs e2fsprogs; the step is the same on Debian 12")
+@pytest.mark.only_on(
+    "trixie", "the newer overlayroot (0.18) and initramfs-tools; the step is the same code on Debian 12"
+)
 def test_packages_from_a_local_archive_on_a_fresh_image(bare):
     """No overlayroot, no busybox, apt knows no package: check mode reports and writes nothing; the role installs
     them from the box's only archive and the next boot's initramfs gets them; a second run changes nothing."""
