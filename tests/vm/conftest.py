@@ -40,23 +40,36 @@ _link_collection()
 # The release under test (scripts/vm.sh builds its images): bookworm is Debian 12, trixie Debian 13.
 SUITE = os.environ.get("OVERLAYFS_VM_SUITE", "bookworm")
 RELEASES = {"bookworm": "Debian 12", "trixie": "Debian 13"}
+_ONLY_ON = pytest.StashKey[list]()
 
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "kiosk: a test of the kiosk machine's chain of boots (pytest -m kiosk)")
-    config.addinivalue_line("markers", "only_on(suite, why): run on that Debian suite only, skipped on the others")
+    config.addinivalue_line("markers", "only_on(suite, why): run on that Debian suite only, deselected on the others")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Mark the kiosk chain (make test runs it and the other machines as separate jobs: -m kiosk, -m 'not
-    kiosk'); skip a test marked only_on another release, saying why."""
+    kiosk'); deselect a test marked only_on another release (it is not this release's to run), saying why."""
+    kept, other = [], []
     for item in items:
         if "kiosk" in item.fixturenames:
             item.add_marker(pytest.mark.kiosk)
         only = item.get_closest_marker("only_on")
-        if only is not None and only.args[0] != SUITE:
-            why = only.args[1]
-            item.add_marker(pytest.mark.skip(reason=f"runs on {RELEASES[only.args[0]]} only: {why}"))
+        (other if only is not None and only.args[0] != SUITE else kept).append(item)
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = kept
+    config.stash[_ONLY_ON] = [
+        f"{item.nodeid}: runs on {RELEASES[m.args[0]]} only ({m.args[1]})"
+        for item in other
+        for m in [item.get_closest_marker("only_on")]
+    ]
+
+
+def pytest_report_collectionfinish(config, items) -> list[str]:
+    """The tests left to the other release, one line each, at the top of the run's output."""
+    return [f"not on {RELEASES[SUITE]}: {line}" for line in config.stash.get(_ONLY_ON, [])]
 
 
 def vm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
