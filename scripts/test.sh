@@ -83,18 +83,25 @@ vm_images() {
   scripts/vm.sh build
   OVERLAYFS_VM_SUITE=trixie OVERLAYFS_VM_DIR=$VM13_DIR scripts/vm.sh build
 }
-# Real boots (qemu, TCG, one vCPU each) as four jobs, longest first: the kiosk
-# machine's chain of boots on each release, then the other machines (pytest
-# -m "not kiosk": the busybox refusal on Debian 12, the package step from a
-# local archive on Debian 13). Molecule keeps one core busy, not two, so the
-# VM lane takes jobs while molecule runs, and the main lane takes the rest
-# once molecule is done.
-VM_JOBS=("trixie|kiosk" "bookworm|kiosk" "trixie|not kiosk" "bookworm|not kiosk")
+# Real boots (qemu, TCG, one vCPU each) as six jobs, longest first: the two chains of boots of the good image
+# on each release (pytest -m fallback: the unconfirmed trial, enable again, the dead disk; -m kiosk: check,
+# enable, idempotent, disable), then the other machines (the busybox refusal on Debian 12, the package step
+# from a local archive on Debian 13). Molecule keeps one core busy, not two, so the VM lane takes jobs while
+# molecule runs, and the main lane takes the rest once molecule is done.
+VM_JOBS=("trixie|fallback" "trixie|kiosk" "bookworm|fallback" "bookworm|kiosk"
+  "trixie|not kiosk and not fallback" "bookworm|not kiosk and not fallback")
+# vm_release SUITE: "debian N|images directory" of that suite.
+vm_release() {
+  case "$1" in
+    trixie) echo "debian 13|$VM13_DIR" ;;
+    *) echo "debian 12|$ROOT/.cache/vm" ;;
+  esac
+}
 VM_QUEUE=$(mktemp -d /tmp/overlayfs-vm-queue.XXXXXX)
 vm_job() {
-  local suite=$1 mark=$2 dir=$ROOT/.cache/vm
-  [ "$suite" = trixie ] && dir=$VM13_DIR
-  OVERLAYFS_VM_SUITE=$suite OVERLAYFS_VM_DIR=$dir pytest tests/vm -v -p no:cacheprovider -m "$mark"
+  local suite=$1 mark=$2 release dir
+  IFS='|' read -r release dir <<< "$(vm_release "$suite")"
+  OVERLAYFS_VM_SUITE=$suite OVERLAYFS_VM_DIR=$dir pytest tests/vm -v -p no:cacheprovider --durations=0 -m "$mark"
 }
 # vm_take: the index of the next job (each index is handed out once, across both lanes).
 vm_take() {
@@ -114,8 +121,7 @@ vm_worker() {
     i=$(vm_take)
     [ "$i" -lt "${#VM_JOBS[@]}" ] || return 0
     IFS='|' read -r suite mark <<< "${VM_JOBS[$i]}"
-    release="debian 12"
-    [ "$suite" = trixie ] && release="debian 13"
+    IFS='|' read -r release _ <<< "$(vm_release "$suite")"
     timed "vm real-boot tests ($release, -m '$mark')" vm_job "$suite" "$mark" || { touch "$VM_QUEUE/failed"; return 1; }
   done
 }

@@ -41,20 +41,28 @@ _link_collection()
 SUITE = os.environ.get("OVERLAYFS_VM_SUITE", "bookworm")
 RELEASES = {"bookworm": "Debian 12", "trixie": "Debian 13"}
 _ONLY_ON = pytest.StashKey[list]()
+# The machines whose tests are a chain of boots in file order; each is a marker (pytest -m kiosk, -m fallback)
+# so that make test runs each chain as a job of its own, beside the others.
+CHAINS = ("kiosk", "fallback")
+# Each machine's timings (s), printed at the end of the run: boots and plays, by label.
+TIMINGS: dict[str, dict[str, float]] = {}
 
 
 def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "kiosk: a test of the kiosk machine's chain of boots (pytest -m kiosk)")
+    for chain in CHAINS:
+        config.addinivalue_line("markers", f"{chain}: a test of the {chain} machine's chain of boots (-m {chain})")
     config.addinivalue_line("markers", "only_on(suite, why): run on that Debian suite only, deselected on the others")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Mark the kiosk chain (make test runs it and the other machines as separate jobs: -m kiosk, -m 'not
-    kiosk'); deselect a test marked only_on another release (it is not this release's to run), saying why."""
+    """Mark the chains (make test runs each chain and the other machines as separate jobs: -m kiosk, -m fallback,
+    -m 'not kiosk and not fallback'); deselect a test marked only_on another release (it is not this release's to
+    run), saying why."""
     kept, other = [], []
     for item in items:
-        if "kiosk" in item.fixturenames:
-            item.add_marker(pytest.mark.kiosk)
+        for chain in CHAINS:
+            if chain in item.fixturenames:
+                item.add_marker(getattr(pytest.mark, chain))
         only = item.get_closest_marker("only_on")
         (other if only is not None and only.args[0] != SUITE else kept).append(item)
     if other:
@@ -70,6 +78,12 @@ def pytest_collection_modifyitems(config, items) -> None:
 def pytest_report_collectionfinish(config, items) -> list[str]:
     """The tests left to the other release, one line each, at the top of the run's output."""
     return [f"not on {RELEASES[SUITE]}: {line}" for line in config.stash.get(_ONLY_ON, [])]
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Each machine's timings, one line each, at the end of the run's output (make test's log keeps them)."""
+    for name, timings in TIMINGS.items():
+        terminalreporter.write_line(f"{name} timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
 
 
 def vm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -218,18 +232,24 @@ def machine(name: str, variant: str):
     res = vm("new", name, variant, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     m = Machine(name)
+    TIMINGS[name] = m.timings
     m.boot()
     try:
         yield m
     finally:
         m.stop()
-        print(f"\n{name} timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in m.timings.items()))
 
 
 @pytest.fixture(scope="module")
 def kiosk():
     """A VM of the good image (busybox in the initramfs), with an empty disk labelled persist."""
     yield from machine("kiosk", "good")
+
+
+@pytest.fixture(scope="module")
+def fallback():
+    """A second VM of the good image, for the chain from an unconfirmed trial to a dead persistent disk."""
+    yield from machine("fallback", "good")
 
 
 @pytest.fixture

@@ -4,15 +4,20 @@
 """overlayfs.systemd.readonly_root across real reboots of a qemu VM (overlayroot; Debian 12, or 13 with
 OVERLAYFS_VM_SUITE=trixie).
 
-The tests run in file order on one machine ("kiosk"), each starting in the
-boot state the previous one left: real root -> overlay (a trial the role
-confirms) -> overlay again after a reboot with a full upper -> real root ->
-an unconfirmed trial, cut by a power cut, then falling back by itself -> real
-root -> overlay. Most reboots are the role's own (readonly_root_reboot: true,
-which also verifies the state it boots into and confirms the trial); the
-assertions here check the running machine independently over SSH. A second
-machine boots the image whose initramfs lacks busybox and must be refused (the role installing nothing);
-a third, without overlayroot and busybox, gets them from a local archive.
+Two machines of the good image each run a chain of tests in file order, each
+test starting in the boot state the previous one left (make test runs the
+chains as separate jobs: pytest -m kiosk, -m fallback):
+- "kiosk": real root -> check mode -> overlay (a trial the role confirms) ->
+  idempotent -> overlay again after a reboot with a full upper -> real root;
+- "fallback": a maintenance write on the real root -> an unconfirmed trial,
+  cut by a power cut, then falling back by itself -> real root -> overlay
+  (the maintenance write in its lower) -> a dead persistent disk -> real root.
+Most reboots are the role's own (readonly_root_reboot: true, which also
+verifies the state it boots into and confirms the trial); the assertions here
+check the running machine independently over SSH. A third machine boots the
+image whose initramfs lacks busybox and must be refused (the role installing
+nothing); a fourth, without overlayroot and busybox, gets them from a local
+archive.
 """
 
 from __future__ import annotations
@@ -253,81 +258,85 @@ def test_disable_from_inside_overlay(kiosk):
     assert exists(kiosk, "'/etc/systemd/system/var-lib-kiosk.mount'")
     assert kiosk.ssh(f"cat /persist{DROPPED}/cache.txt").strip() == "cached"
     assert f"readonly_root_persistent_paths no longer has {DROPPED}" in res.output, res.output[-3000:]
-    # The real root is writable and keeps what is written now (checked after the next boot).
-    kiosk.ssh("echo maintenance > /etc/maintenance-marker && sync")
     res = kiosk.play(DISABLED, label="idempotent (real root)")
     assert res.rc == 0, res.failures
     assert res.changed == 0, res.output[-3000:]
 
 
-def test_unconfirmed_trial_falls_back_by_itself_also_after_a_power_cut(kiosk):
+def test_unconfirmed_trial_falls_back_by_itself_also_after_a_power_cut(fallback):
     """Enable with sshd off in overlay boots: cut the power in the trial; the next boot is a trial again and falls
-    back to the real root by itself within the timeout; the facts say reverted, with the reason and the journal."""
-    assert_real_root(kiosk)
-    kiosk.ssh(
+    back to the real root by itself within the timeout; the facts say reverted, with the reason and the journal.
+    What a maintenance window writes to the real root before the trial stays there."""
+    assert_real_root(fallback)
+    # The real root is writable and keeps what is written now (checked after the fallback and the next enable).
+    fallback.ssh("echo maintenance > /etc/maintenance-marker && sync")
+    fallback.ssh(
         "mkdir -p /etc/systemd/system/ssh.service.d && printf '[Unit]\\nConditionPathIsMountPoint=!/media/root-ro\\n'"
         " > /etc/systemd/system/ssh.service.d/test-unreachable-in-overlay.conf && sync"
     )
-    res = kiosk.play({**ENABLED, "readonly_root_trial_timeout": SHORT_TRIAL}, label="arm short trial")
+    res = fallback.play({**ENABLED, "readonly_root_trial_timeout": SHORT_TRIAL}, label="arm short trial")
     assert res.rc == 0, res.failures or res.output[-3000:]
-    assert res.facts["trial"]["state"] == "armed" and exists(kiosk, f"/{TRIAL_LINK}")
+    assert res.facts["trial"]["state"] == "armed" and exists(fallback, f"/{TRIAL_LINK}")
+    # The persistent paths are bound on the real root too: what is written there now is on the disk.
+    assert_persistent_path(fallback)
+    fallback.ssh(f"echo kept > {PERSIST}/keep.txt && sync")
     # The login prompt on the serial console ends a boot: the guard's timer (timers.target) started before it.
-    seen = kiosk.console().count(BOOTED)
-    reboot_inside(kiosk)
+    seen = fallback.console().count(BOOTED)
+    reboot_inside(fallback)
     start = time.monotonic()
-    while kiosk.console().count(BOOTED) <= seen:
+    while fallback.console().count(BOOTED) <= seen:
         assert time.monotonic() - start < 240, "the trial boot did not finish booting"
         time.sleep(2)
-    kiosk.power_cut()
+    fallback.power_cut()
     start = time.monotonic()
-    kiosk.boot()  # returns once SSH answers: only the real root runs sshd
+    fallback.boot()  # returns once SSH answers: only the real root runs sshd
     back = time.monotonic() - start
-    kiosk.timings["power cut -> fallback -> SSH"] = back
-    console = kiosk.console()
+    fallback.timings["power cut -> fallback -> SSH"] = back
+    console = fallback.console()
     assert TRIAL_REVERTING in console, console[-3000:]
     assert back < SHORT_TRIAL + 200, back
-    assert_real_root(kiosk)
-    kiosk.ssh("rm -f /etc/systemd/system/ssh.service.d/test-unreachable-in-overlay.conf && sync")
-    res = kiosk.play(ENABLED, check_mode=True, label="facts after the fallback")
+    assert_real_root(fallback)
+    fallback.ssh("rm -f /etc/systemd/system/ssh.service.d/test-unreachable-in-overlay.conf && sync")
+    res = fallback.play(ENABLED, check_mode=True, label="facts after the fallback")
     assert res.rc == 0, res.failures
     trial = res.facts["trial"]
     assert trial["state"] == "reverted", trial
     assert trial["reason"].startswith(f"not confirmed within {SHORT_TRIAL}s of the boot"), trial
     assert len(trial["journal"]) > 10 and trial["boot_id"], trial
     assert res.facts["next_boot"]["state"] == "disabled" and res.facts["current"]["state"] == "disabled"
-    assert not exists(kiosk, f"/{TRIAL_LINK}")
+    assert not exists(fallback, f"/{TRIAL_LINK}")
     # What the maintenance window wrote is still on the real root.
-    assert kiosk.ssh("cat /etc/maintenance-marker").strip() == "maintenance"
+    assert fallback.ssh("cat /etc/maintenance-marker").strip() == "maintenance"
 
 
-def test_enable_again(kiosk):
+def test_enable_again(fallback):
     """3. enable again -> overlay again; what the maintenance window wrote is in the real root."""
-    res = kiosk.play({**ENABLED, "readonly_root_reboot": True}, label="enable again + reboot")
+    res = fallback.play({**ENABLED, "readonly_root_reboot": True}, label="enable again + reboot")
     assert res.rc == 0, res.failures or res.output[-3000:]
-    assert_overlay(kiosk)
-    assert_persistent_path(kiosk)
-    assert kiosk.ssh("cat /media/root-ro/etc/maintenance-marker").strip() == "maintenance"
-    assert kiosk.ssh(f"cat {PERSIST}/keep.txt").strip() == "kept"
-    assert_trial_confirmed(kiosk, res.facts)
+    assert_overlay(fallback)
+    assert_persistent_path(fallback)
+    assert fallback.ssh("cat /media/root-ro/etc/maintenance-marker").strip() == "maintenance"
+    assert fallback.ssh(f"cat {PERSIST}/keep.txt").strip() == "kept"
+    assert_trial_confirmed(fallback, res.facts)
 
 
-def test_dead_persistent_disk_then_disabled_is_the_way_back(kiosk):
+def test_dead_persistent_disk_then_disabled_is_the_way_back(fallback):
     """The persistent disk dies: the overlay boots without the binds; disabled is accepted all the same, the
     box comes back on its real root and the warning names the missing disk."""
-    kiosk.stop()
-    kiosk.detach_persist_disk()
+    fallback.stop()
+    fallback.detach_persist_disk()
     start = time.monotonic()
-    kiosk.boot()  # the persistent base's device job times out (readonly_root_persistent_device_timeout), then on
-    kiosk.timings["boot without the persistent disk"] = time.monotonic() - start
+    fallback.boot()  # the persistent base's device job times out (readonly_root_persistent_device_timeout), then on
+    fallback.timings["boot without the persistent disk"] = time.monotonic() - start
     # The boot waited the role's 60 s for the device (systemd's default: 90 s), then went on without it.
     device = "dev-disk-by\\x2dlabel-persist.device"
-    assert kiosk.ssh(f"systemctl show -p JobRunningTimeoutUSec --value '{device}'").strip() == "1min"
-    assert_overlay(kiosk)
-    assert kiosk.findmnt("/persist") is None and kiosk.findmnt(PERSIST) is None
-    res = kiosk.play({**DISABLED, "readonly_root_reboot": True}, label="dead disk: disable + reboot")
+    assert fallback.ssh(f"systemctl show -p JobRunningTimeoutUSec --value '{device}'").strip() == "1min"
+    assert_overlay(fallback)
+    assert fallback.findmnt("/persist") is None and fallback.findmnt(PERSIST) is None
+    res = fallback.play({**DISABLED, "readonly_root_reboot": True}, label="dead disk: disable + reboot")
     assert res.rc == 0, res.failures or res.output[-3000:]
-    assert_real_root(kiosk)
+    assert_real_root(fallback)
     assert res.facts["current"]["state"] == "disabled" and res.facts["next_boot"]["state"] == "disabled"
     missing = "readonly_root_persistent_device /dev/disk/by-label/persist does not exist"
     assert any(missing in w for w in res.warnings), res.warnings
-    assert kiosk.findmnt(PERSIST) is None
+    assert fallback.findmnt(PERSIST) is None
