@@ -5,7 +5,7 @@
 #   ruff -> yamllint -> ansible-lint (scripts/lint.sh) -> ansible-test sanity -> pytest units
 #   (with coverage) -> collection build/install -> galaxy-importer, release
 #   notes, docs site in headless Chromium -> molecule scenarios
-#   -> vm real-boot tests (beside molecule: a VM lane in the background)
+#   -> vm real-boot tests (a VM lane in the background from the venv on, beside every other step)
 #
 # Needs root on Debian 12 for the molecule steps (installs docker.io and
 # debootstrap, starts dockerd if none runs and stops it again at the end) and
@@ -59,29 +59,31 @@ export ANSIBLE_COLLECTIONS_PATH="$ROOT/.cache/collections"
 mkdir -p .cache/collections/ansible_collections/overlayfs
 ln -sfn "$ROOT" .cache/collections/ansible_collections/overlayfs/systemd
 
-# -- matrix (issue 12): sanity + units under the older controllers (their own
-# venvs), in the background beside the main steps, which are ansible-core
-# 2.19 (see docs/testing.md "Tested matrix").
-matrix() { local v; for v in 2.16 2.17 2.18; do scripts/controllers.sh test "$v"; done; }
-bg_start "controller matrix (ansible-core 2.16, 2.17, 2.18)" matrix
-scripts/lint.sh   # ruff, yamllint, ansible-lint (make lint), each timed
-timed "ansible-test sanity" scripts/sanity.sh
-timed "pytest units" pytest tests/unit -q -p no:cacheprovider \
-  --cov=plugins --cov-report=term --cov-report=xml:.cache/coverage.xml
-timed "collection build+install" scripts/build_install.sh
-# What a user meets first: Galaxy's import of the tarball and the release
-# notes, then the documentation site loaded in a browser (scripts/publish.sh).
-timed "galaxy-importer + release notes" scripts/publish.sh check
-timed "docs site + browser check" scripts/publish.sh docs
 RUN_VM=0
 [ "${OVERLAYFS_SKIP_VM:-${OVERLAYFS_SKIP_MOLECULE:-0}}" != 1 ] && RUN_VM=1
 # The VM images (Debian 12 and 13, cached by their inputs, each in a
 # directory of its own: a build removes the images of other inputs in its
-# directory) are built in the background while the molecule scenarios run.
+# directory) are built in the VM lane, which starts right after the venv: the
+# real boots are the longest part of the run, so they run beside every other
+# step. Debian 13's images first (its jobs come first), then Debian 12's in
+# the background while the first jobs run; a job waits for its release's images.
 VM13_DIR=$ROOT/.cache/vm13
-vm_images() {
-  scripts/vm.sh build
-  OVERLAYFS_VM_SUITE=trixie OVERLAYFS_VM_DIR=$VM13_DIR scripts/vm.sh build
+vm_build() {
+  local release dir
+  IFS='|' read -r release dir <<< "$(vm_release "$1")"
+  if timed "vm images ($release)" env OVERLAYFS_VM_SUITE="$1" OVERLAYFS_VM_DIR="$dir" scripts/vm.sh build; then
+    touch "$VM_QUEUE/images-$1"
+  else
+    touch "$VM_QUEUE/images-$1.failed"
+    return 1
+  fi
+}
+# vm_images_wait SUITE: until that release's images are built (fails if their build failed).
+vm_images_wait() {
+  while [ ! -e "$VM_QUEUE/images-$1" ]; do
+    [ -e "$VM_QUEUE/images-$1.failed" ] && return 1
+    sleep 5
+  done
 }
 # Real boots (qemu, TCG, one vCPU each) as six jobs, longest first: the two chains of boots of the good image
 # on each release (pytest -m fallback: the unconfirmed trial, enable again, the dead disk; -m kiosk: check,
@@ -101,6 +103,7 @@ VM_QUEUE=$(mktemp -d /tmp/overlayfs-vm-queue.XXXXXX)
 vm_job() {
   local suite=$1 mark=$2 release dir
   IFS='|' read -r release dir <<< "$(vm_release "$suite")"
+  vm_images_wait "$suite"
   OVERLAYFS_VM_SUITE=$suite OVERLAYFS_VM_DIR=$dir pytest tests/vm -v -p no:cacheprovider --durations=0 -m "$mark"
 }
 # vm_take: the index of the next job (each index is handed out once, across both lanes).
@@ -126,28 +129,42 @@ vm_worker() {
   done
 }
 vm_lane() {
-  timed "vm images (debian 12, 13)" vm_images
-  touch "$VM_QUEUE/images"
-  vm_worker
-}
-# The main lane joins once the images are there (or fails if the VM lane died before).
-vm_join() {
-  while [ ! -e "$VM_QUEUE/images" ]; do
-    kill -0 "${BG_PIDS[vm lane]}" 2>/dev/null || return 1
-    sleep 5
-  done
-  vm_worker
+  local builder rc=0
+  if ! vm_build trixie; then
+    touch "$VM_QUEUE/images-bookworm.failed"   # no job waits for images that will not come
+    return 1
+  fi
+  vm_build bookworm &
+  builder=$!
+  vm_worker || rc=$?
+  wait "$builder" || rc=1
+  return "$rc"
 }
 if [ "$RUN_VM" = 1 ]; then
-  scripts/vm.sh deps   # apt, before any other apt run of the molecule steps
+  scripts/vm.sh deps   # apt, before any other apt run of the steps below
+  bg_start "vm lane" vm_lane
 fi
+
+# -- matrix (issue 12): sanity + units under the older controllers (their own
+# venvs), in the background beside the main steps, which are ansible-core
+# 2.19 (see docs/testing.md "Tested matrix").
+matrix() { local v; for v in 2.16 2.17 2.18; do scripts/controllers.sh test "$v"; done; }
+bg_start "controller matrix (ansible-core 2.16, 2.17, 2.18)" matrix
+scripts/lint.sh   # ruff, yamllint, ansible-lint (make lint), each timed
+timed "ansible-test sanity" scripts/sanity.sh
+timed "pytest units" pytest tests/unit -q -p no:cacheprovider \
+  --cov=plugins --cov-report=term --cov-report=xml:.cache/coverage.xml
+timed "collection build+install" scripts/build_install.sh
+# What a user meets first: Galaxy's import of the tarball and the release
+# notes, then the documentation site loaded in a browser (scripts/publish.sh).
+timed "galaxy-importer + release notes" scripts/publish.sh check
+timed "docs site + browser check" scripts/publish.sh docs
 if [ "${OVERLAYFS_SKIP_MOLECULE:-0}" != 1 ]; then
   # One Docker suite at a time on a machine: wait for others holding the
   # bench lock (developers' runs); released when this script exits.
   exec 9>/tmp/overlayfs-bench.lock
   flock 9
   scripts/bench.sh deps
-  [ "$RUN_VM" = 1 ] && bg_start "vm lane" vm_lane
   scripts/bench.sh up   # times its own steps
   trap 'rc=$?; bg_kill_all; scripts/bench.sh docker-down; (exit $rc); summary' EXIT
   for scenario_file in molecule/*/molecule.yml; do
@@ -160,12 +177,11 @@ if [ "${OVERLAYFS_SKIP_MOLECULE:-0}" != 1 ]; then
     timed "molecule $scenario (debian 13)" env OVERLAYFS_DEBIAN=13 molecule test -s "$scenario"
   done
   scripts/controllers.sh molecule 2.16 mount
-elif [ "$RUN_VM" = 1 ]; then
-  bg_start "vm lane" vm_lane
 fi
+# The main lane takes the VM jobs still left.
 rc_vm=0
 if [ "$RUN_VM" = 1 ]; then
-  vm_join || rc_vm=$?
+  vm_worker || rc_vm=$?
 fi
 bg_wait "controller matrix (ansible-core 2.16, 2.17, 2.18)"
 if [ "$RUN_VM" = 1 ]; then
