@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -46,6 +47,8 @@ _ONLY_ON = pytest.StashKey[list]()
 CHAINS = ("kiosk", "fallback")
 # Each machine's timings (s), printed at the end of the run: boots and plays, by label.
 TIMINGS: dict[str, dict[str, float]] = {}
+# OVERLAYFS_VM_PLAYS=DIR keeps each play's JSON output there (its tasks' start and end times: a profile).
+PLAYS_DIR = os.environ.get("OVERLAYFS_VM_PLAYS", "")
 
 
 def pytest_configure(config) -> None:
@@ -205,6 +208,12 @@ class Machine:
             seconds = time.monotonic() - start
         if label:
             self.timings[label] = seconds
+        if PLAYS_DIR:
+            os.makedirs(PLAYS_DIR, exist_ok=True)
+            slug = re.sub(r"[^A-Za-z0-9]+", "-", label or "play").strip("-")
+            out = os.path.join(PLAYS_DIR, f"{SUITE}-{self.name}-{time.strftime('%H%M%S')}-{slug}.json")
+            with open(out, "w", encoding="utf-8") as fh:
+                fh.write(res.stdout)
         try:
             data = json.loads(res.stdout)
         except json.JSONDecodeError as exc:
