@@ -71,6 +71,7 @@ VM13_DIR=$ROOT/.cache/vm13
 vm_build() {
   local release dir
   IFS='|' read -r release dir <<< "$(vm_release "$1")"
+  echo "$BASHPID" > "$VM_QUEUE/images-$1.pid"
   if timed "vm images ($release)" env OVERLAYFS_VM_SUITE="$1" OVERLAYFS_VM_DIR="$dir" scripts/vm.sh build; then
     touch "$VM_QUEUE/images-$1"
   else
@@ -78,10 +79,17 @@ vm_build() {
     return 1
   fi
 }
-# vm_images_wait SUITE: until that release's images are built (fails if their build failed).
+# alive PIDFILE: the process of that pid file runs.
+alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# vm_images_wait SUITE: until that release's images are built. Fails if their build failed, or if nothing
+# will build them any more (the VM lane and the build are gone without a result: killed).
 vm_images_wait() {
   while [ ! -e "$VM_QUEUE/images-$1" ]; do
     [ -e "$VM_QUEUE/images-$1.failed" ] && return 1
+    if ! alive "$VM_QUEUE/lane.pid" && ! alive "$VM_QUEUE/images-$1.pid" && [ ! -e "$VM_QUEUE/images-$1" ]; then
+      log "no $1 VM images will come: the VM lane and their build ended without a result"
+      return 1
+    fi
     sleep 5
   done
 }
@@ -143,6 +151,7 @@ vm_lane() {
 if [ "$RUN_VM" = 1 ]; then
   scripts/vm.sh deps   # apt, before any other apt run of the steps below
   bg_start "vm lane" vm_lane
+  echo "${BG_PIDS[vm lane]}" > "$VM_QUEUE/lane.pid"   # for vm_images_wait: is the lane still there
 fi
 
 # -- matrix (issue 12): sanity + units under the older controllers (their own
