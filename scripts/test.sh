@@ -96,7 +96,7 @@ vm_images_wait() {
 # Real boots (qemu, TCG, one vCPU each) as six jobs, longest first: the two chains of boots of the good image
 # on each release (pytest -m fallback: the unconfirmed trial, enable again, the dead disk; -m kiosk: check,
 # enable, idempotent, disable), then the other machines (the busybox refusal on Debian 12, the package step
-# from a local archive on Debian 13). Molecule keeps one core busy, not two, so the VM lane takes jobs while
+# from a local archive on Debian 13, an image baked offline on both). Molecule keeps one core busy, not two, so the VM lane takes jobs while
 # molecule runs, and the main lane takes the rest once molecule is done.
 VM_JOBS=("trixie|fallback" "trixie|kiosk" "bookworm|fallback" "bookworm|kiosk"
   "trixie|not kiosk and not fallback" "bookworm|not kiosk and not fallback")

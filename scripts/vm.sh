@@ -17,6 +17,7 @@
 #   scripts/vm.sh console NAME      the serial console of the current boot so far
 #   scripts/vm.sh ssh NAME [CMD..]  run CMD (or a shell) as root on NAME
 #   scripts/vm.sh port NAME         the 127.0.0.1 port forwarded to NAME's sshd
+#   scripts/vm.sh disk NAME         the path of NAME's system disk (raw ext4: loop-mount it while NAME is off)
 #   scripts/vm.sh rm NAME           stop NAME if running and delete its disks
 #
 # Booting: qemu loads kernel and initramfs with -kernel/-initrd, but this
@@ -422,7 +423,8 @@ case "${1:-}" in
   console) [ $# -eq 2 ] || die "usage: $0 console NAME"; cat "$(run_dir "$2")/serial.cur" 2>/dev/null || true ;;
   ssh) [ $# -ge 2 ] || die "usage: $0 ssh NAME [CMD...]"; name=$2; shift 2; vm_ssh "$name" "$@" ;;
   port) [ $# -eq 2 ] || die "usage: $0 port NAME"; cat "$(run_dir "$2")/port" ;;
+  disk) [ $# -eq 2 ] || die "usage: $0 disk NAME"; echo "$(run_dir "$2")/disk.raw" ;;
   key) ensure_key; echo "$KEY" ;;
   rm) [ $# -eq 2 ] || die "usage: $0 rm NAME"; stop "$2"; rm -rf "$(run_dir "$2")" ;;
-  *) die "usage: $0 deps|build|image VARIANT|new NAME VARIANT|boot NAME|stop NAME|reboot NAME|wait NAME [SECS]|kill NAME|detach NAME|attach NAME|console NAME|ssh NAME [CMD]|port NAME|key|rm NAME" ;;
+  *) die "usage: $0 deps|build|image VARIANT|new NAME VARIANT|boot NAME|stop NAME|reboot NAME|wait NAME [SECS]|kill NAME|detach NAME|attach NAME|console NAME|ssh NAME [CMD]|port NAME|disk NAME|key|rm NAME" ;;
 esac

@@ -380,13 +380,45 @@ def _hold(wfd: int, *, timeout: float, hold: float, path: str) -> None:  # pragm
 
 
 def held_by(pid: int, *, path: str = "", proc_root: str = "/proc") -> bool:
-    """Whether process ``pid`` holds the host lock now (``/proc/locks``)."""
+    """Whether process ``pid`` holds the host lock now (``/proc/locks``).
+
+    Without ``/proc`` (a chroot of an image root, where nothing mounted it): the lock is taken (a
+    non-blocking ``flock`` of the file fails), ``pid`` wrote its pid into it, and ``pid`` runs.
+    """
+    path = path or LOCK_PATH
     try:
-        st = os.stat(path or LOCK_PATH, follow_symlinks=False)
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    try:
         with open("%s/locks" % proc_root, encoding="ascii", errors="replace") as fh:
             return pid in parse_proc_locks(fh.read(), st.st_dev, st.st_ino)
     except OSError:
+        pass
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
         return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            taken = True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            taken = False
+        written = parse_lock_file(os.pread(fd, 4096, 0).decode("utf-8", "replace")) if taken else None
+    finally:
+        os.close(fd)
+    if written != pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def stop_holder(pid: int, *, path: str = "", wait: float = 10.0) -> bool:

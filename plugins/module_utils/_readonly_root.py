@@ -273,9 +273,34 @@ def _initramfs_msg(p: Mapping[str, Any]) -> str:
                 " busybox (no bin/busybox, no bin/grep: overlayroot's script fails on a missing grep and the"
                 " machine boots WITHOUT the overlay, silently)"
             )
-    return msg + (
-        "; fix: set readonly_root_manage_packages: true (the default), or apt-get install %s, then "
-        "update-initramfs -u -k %s" % (" ".join(PACKAGES), kernel or "VERSION")
+    return msg + "; " + _packages_fix(p)
+
+
+def _packages_fix(p: Mapping[str, Any]) -> str:
+    """How to get the backend's packages and initramfs: offline (an image root) the role installs nothing."""
+    kernel = p["next_kernel"] or "VERSION"
+    if p.get("offline"):
+        return (
+            "fix (offline, an image root: the role installs no packages there): install %s into the image root "
+            "and run update-initramfs -u -k %s in it, as the image build does, then run the role again"
+            % (" ".join(PACKAGES), kernel)
+        )
+    return (
+        "fix: set readonly_root_manage_packages: true (the default), or apt-get install %s, then "
+        "update-initramfs -u -k %s" % (" ".join(PACKAGES), kernel)
+    )
+
+
+def _offline_unjudged(p: Mapping[str, Any], check: dict[str, Any], what: str) -> dict[str, Any]:
+    """Offline, a check of the running system (its RAM, its kernel command line) has nothing to judge: passed,
+    saying so; the first run on the booted image judges it."""
+    if not p.get("offline") or check["ok"]:
+        return check
+    return _check(
+        check["name"],
+        True,
+        "%s: not judged offline (%s is the build host's, not the image's); the first run on the booted image "
+        "judges it" % (check["name"], what),
     )
 
 
@@ -288,9 +313,7 @@ def _enabling_checks(p: Mapping[str, Any], d: Declaration) -> list[dict[str, Any
         _check(
             "overlayroot_package",
             p["overlayroot_installed"],
-            "overlayroot_package: the overlayroot package is not installed in the real root; fix: set "
-            "readonly_root_manage_packages: true (the default), or apt-get install %s, then update-initramfs -u -k %s"
-            % (" ".join(PACKAGES), p["next_kernel"] or "VERSION"),
+            "overlayroot_package: the overlayroot package is not installed in the real root; " + _packages_fix(p),
         ),
         _check(
             "initramfs",
@@ -303,12 +326,16 @@ def _enabling_checks(p: Mapping[str, Any], d: Declaration) -> list[dict[str, Any
             "overlay_module: no overlay file system for the running kernel %s (not in /proc/filesystems, no "
             "/lib/modules/%s/kernel/fs/overlayfs/overlay.ko*)" % (p["kernel"], p["kernel"]),
         ),
-        _check(
-            "ram",
-            size > 0 and size + reserve <= p["mem_total_kib"],
-            "ram: readonly_root_tmpfs_size %s (%d KiB) plus readonly_root_min_free_ram %s (%d KiB) exceeds the "
-            "RAM (%d KiB): a full tmpfs upper would starve the system; choose a smaller size"
-            % (d.tmpfs_size, size, d.min_free_ram, reserve, p["mem_total_kib"]),
+        _offline_unjudged(
+            p,
+            _check(
+                "ram",
+                size > 0 and size + reserve <= p["mem_total_kib"],
+                "ram: readonly_root_tmpfs_size %s (%d KiB) plus readonly_root_min_free_ram %s (%d KiB) exceeds the "
+                "RAM (%d KiB): a full tmpfs upper would starve the system; choose a smaller size"
+                % (d.tmpfs_size, size, d.min_free_ram, reserve, p["mem_total_kib"]),
+            ),
+            "the RAM",
         ),
         _check(
             "machine_id",
@@ -400,6 +427,8 @@ def facts(p: Mapping[str, Any], d: Declaration, configured: str | None = None) -
     nxt = p["cmdline_overlayroot"] if p["cmdline_overlayroot"] is not None else conf
     return {
         "backend": "overlayroot",
+        # An image root where systemd does not run: the files are written for the image's boots, nothing runs.
+        "offline": p.get("offline") is not None,
         "current": {
             "state": "enabled" if p["overlay_booted"] else "disabled",
             "root_fstype": p["root"]["fstype"],

@@ -119,8 +119,9 @@ def next_boot(kernel: str, listing: bool, run: Runner, boot: str = "/boot") -> d
     return {"next_kernel": nxt, "next_boot_initramfs": following, "initramfs": running}
 
 
-def overlay_module(kernel: str, root: str = "/") -> bool:
-    if re.search(r"\toverlay$", read(os.path.join(root, "proc/filesystems")) or "", re.M):
+def overlay_module(kernel: str, root: str = "/", proc: bool = True) -> bool:
+    """The kernel can mount overlay: registered now (proc), built in, or a module in /lib/modules/KERNEL."""
+    if proc and re.search(r"\toverlay$", read(os.path.join(root, "proc/filesystems")) or "", re.M):
         return True
     moddir = os.path.join(root, "lib/modules", kernel)
     if re.search(r"/overlay\.ko", read(os.path.join(moddir, "modules.builtin")) or ""):
@@ -192,23 +193,34 @@ def _links(lower: str, rels: Sequence[str]) -> dict[str, str | None]:
     return out
 
 
-def probe(*, args: dict[str, Any], run: Runner, kernel: str | None = None) -> dict[str, Any]:
-    """Everything the role decides on, read from this host (see the module's RETURN for the keys)."""
-    mounts = mounts_by_point(read("/proc/self/mountinfo") or "")
+def probe(
+    *, args: dict[str, Any], run: Runner, kernel: str | None = None, offline: str | None = None, boot: str = "/boot"
+) -> dict[str, Any]:
+    """Everything the role decides on, read from this host (see the module's RETURN for the keys).
+
+    ``offline`` (the reason, from ``_offline.offline_reason``): an image root where systemd does not run.
+    Then nothing of the build host's running system is read (its mounts, PID 1, kernel command line,
+    /proc/filesystems): the kernel is the image's newest /boot/vmlinuz-*, nothing is mounted or booted.
+    """
+    mounts = {} if offline else mounts_by_point(read("/proc/self/mountinfo") or "")
+    if offline:
+        names = os.listdir(boot) if os.path.isdir(boot) else []
+        kernel = kernel or next_boot_kernel(names) or os.uname().release
     kernel = kernel or os.uname().release
     root = mounts.get("/", {})
     booted = root.get("fstype") == "overlay" and ROOT_RO in mounts
     lower = ROOT_RO if booted else "/"
     mem = re.search(r"^MemTotal:\s+(\d+) kB", read("/proc/meminfo") or "", re.M)
     device = args["persistent_device"]
-    rc = run(["systemd-detect-virt", "--container"])[0]
+    container = False if offline else run(["systemd-detect-virt", "--container"])[0] == 0
     return {
+        "offline": offline,
         "kernel": kernel,
         "os_family_ids": _os_family_ids(read("/etc/os-release") or ""),
         "files": {rel: read(os.path.join(lower, rel)) for rel in args["files"]},
         "links": _links(lower, args["links"]),
-        "container": rc == 0,
-        "pid1": (read("/proc/1/comm") or "").strip(),
+        "container": container,
+        "pid1": "" if offline else (read("/proc/1/comm") or "").strip(),
         "root": {"fstype": root.get("fstype", ""), "source": root.get("source", "")},
         "overlay_booted": booted,
         "lower": lower,
@@ -219,17 +231,17 @@ def probe(*, args: dict[str, Any], run: Runner, kernel: str | None = None) -> di
         "next_boot_overlayroot": overlayroot_value(
             read(os.path.join(lower, "etc/overlayroot.conf")), read(os.path.join(lower, "etc/overlayroot.local.conf"))
         ),
-        "cmdline_overlayroot": cmdline_overlayroot(read("/proc/cmdline") or ""),
+        "cmdline_overlayroot": None if offline else cmdline_overlayroot(read("/proc/cmdline") or ""),
         # /boot as mounted now, not the lower's: a /boot partition is mounted there, also in the overlay.
-        **next_boot(kernel, args["list_initramfs"], run),
+        **next_boot(kernel, args["list_initramfs"], run, boot=boot),
         "packages": dpkg_installed(read(os.path.join(lower, "var/lib/dpkg/status")) or "", PACKAGES),
-        "overlay_module": overlay_module(kernel),
+        "overlay_module": overlay_module(kernel, proc=not offline),
         "mem_total_kib": int(mem.group(1)) if mem else 0,
         "machine_id": (read(os.path.join(lower, "etc/machine-id")) or "").strip(),
         "sshd": os.path.exists(os.path.join(lower, "usr/sbin/sshd")),
         "host_keys": _host_keys(lower),
         "persistent_base_mount": mounts.get(args["persistent_base"]),
-        "persistent_device_exists": bool(device) and os.path.exists(device),
+        "persistent_device_exists": not offline and bool(device) and os.path.exists(device),
         "mounts": {p: mounts[p] for p in args["persistent_paths"] if p in mounts},
         "trial": trial_records(lower),
         "bind_units": bind_units(lower),

@@ -129,8 +129,11 @@ check_mode:
 offline:
   description:
     - Why systemd cannot be asked on this host (an image root in a chroot, no C(/run/systemd/system),
-      C(SYSTEMD_OFFLINE=1)), decided as M(overlayfs.systemd.mount) does; null on a booted host. The
-      C(overlayfs.systemd.readonly_root) role refuses to run when it is set.
+      C(SYSTEMD_OFFLINE=1)), decided as M(overlayfs.systemd.mount) does; null on a booted host.
+    - When set, nothing of the build host's running system is read (its mounts, PID 1, kernel command line,
+      C(/proc/filesystems)); the kernel judged is the image's newest C(/boot/vmlinuz-*), nothing counts as
+      mounted, the C(ram) check is passed as not judged, no check is left to the package step, and
+      C(offline) is true in RV(facts).
   returned: always
   type: str
   sample: running in a chroot (/ is not the root of PID 1)
@@ -212,6 +215,8 @@ warnings_found:
   elements: str
 """
 
+import dataclasses
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlayfs.systemd.plugins.module_utils._offline import offline_reason
@@ -270,7 +275,11 @@ def main() -> None:
         return module.run_command([path] + list(argv[1:]), environ_update={"LC_ALL": "C"})
 
     args = dict(prm, list_initramfs=prm["state"] == "enabled")
-    host = probe(args=args, run=run)
+    host = probe(args=args, run=run, offline=offline_reason(observe()))
+    offline = host.get("offline")
+    if offline:
+        # An image root: the role installs no packages there, so nothing is left to its package step.
+        decl = dataclasses.replace(decl, manage_packages=False)
     checks = preflight(host, decl)
     plan = package_plan(host)
     result = dict(
@@ -283,7 +292,7 @@ def main() -> None:
         facts=facts(host, decl),
         facts_after_write=facts(host, decl, configured=decl.overlayroot),
         size_kib=size_kib(decl.tmpfs_size, host["mem_total_kib"]),
-        offline=offline_reason(observe()),
+        offline=offline,
     )
     if prm["verify"]:
         result["problems"], result["warnings_found"] = verify(host, decl, writable(decl.persistent_paths))

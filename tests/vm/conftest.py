@@ -136,6 +136,10 @@ class Machine:
         assert res.returncode == 0, res.stderr[-3000:]
         return time.monotonic() - start
 
+    def disk(self) -> str:
+        """The machine's system disk (a raw ext4 image), to loop-mount while the machine is off."""
+        return vm("disk", self.name).stdout.strip()
+
     def detach_persist_disk(self) -> None:
         """The next boots have no persistent disk (a dead disk); the machine must be off."""
         vm("detach", self.name)
@@ -162,16 +166,22 @@ class Machine:
     def boot_id(self) -> str:
         return self.ssh("cat /proc/sys/kernel/random/boot_id").strip()
 
-    def play(self, variables: dict, check_mode: bool = False, label: str = "", tags: str = "") -> PlayResult:
-        port = vm("port", self.name).stdout.strip()
-        key = vm("key").stdout.strip()
+    def play(
+        self, variables: dict, check_mode: bool = False, label: str = "", tags: str = "", chroot: str = ""
+    ) -> PlayResult:
+        """The role over SSH on the running machine; with ``chroot``, on the image root mounted there
+        (community.general.chroot: no systemd runs in it, the role runs offline)."""
         with tempfile.TemporaryDirectory(prefix="overlayfs-vm-play.") as tmp:
             inventory = os.path.join(tmp, "inventory.ini")
+            if chroot:
+                host = f"vm ansible_connection=community.general.chroot ansible_host={chroot}"
+            else:
+                port = vm("port", self.name).stdout.strip()
+                key = vm("key").stdout.strip()
+                host = f"vm ansible_host=127.0.0.1 ansible_port={port} ansible_user=root"
+                host += f" ansible_ssh_private_key_file={key}"
             with open(inventory, "w", encoding="utf-8") as fh:
-                fh.write(
-                    f"vm ansible_host=127.0.0.1 ansible_port={port} ansible_user=root "
-                    f"ansible_ssh_private_key_file={key} ansible_python_interpreter=/usr/bin/python3\n"
-                )
+                fh.write(f"{host} ansible_python_interpreter=/usr/bin/python3\n")
             extra = os.path.join(tmp, "vars.json")
             with open(extra, "w", encoding="utf-8") as fh:
                 json.dump(variables, fh)
@@ -259,6 +269,19 @@ def kiosk():
 def fallback():
     """A second VM of the good image, for the chain from an unconfirmed trial to a dead persistent disk."""
     yield from machine("fallback", "good")
+
+
+@pytest.fixture
+def baked():
+    """A VM of the good image, NOT booted: the test bakes its disk (loop-mounted) first, then boots it."""
+    res = vm("new", "baked", "good", check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = Machine("baked")
+    TIMINGS["baked"] = m.timings
+    try:
+        yield m
+    finally:
+        m.stop()
 
 
 @pytest.fixture

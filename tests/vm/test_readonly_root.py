@@ -17,12 +17,16 @@ verifies the state it boots into and confirms the trial); the assertions here
 check the running machine independently over SSH. A third machine boots the
 image whose initramfs lacks busybox and must be refused (the role installing
 nothing); a fourth, without overlayroot and busybox, gets them from a local
-archive.
+archive; a fifth is baked before its first boot: the role applied offline to
+its loop-mounted root through a chroot connection.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import tempfile
 import time
 
 import pytest
@@ -164,6 +168,47 @@ def test_packages_from_a_local_archive_on_a_fresh_image(bare):
     assert res.rc == 0, res.failures or res.output[-3000:]
     assert res.changed == 0, res.output[-3000:]
     assert_real_root(bare)
+
+
+def test_baked_offline_the_first_boot_is_the_overlay(baked):
+    """An appliance image baked offline: the role applied to the machine's loop-mounted root through
+    community.general.chroot (no systemd runs there) writes the configuration and the persistent disk's
+    mount, reports offline and arms no trial; a second bake changes nothing. The image's first boot is the
+    read-only root on a 200M tmpfs with the persistent disk mounted, and the role on the booted box finds
+    nothing to write."""
+    declared = {
+        "readonly_root_state": "enabled",
+        "readonly_root_tmpfs_size": "200M",
+        "readonly_root_persistent_device": "/dev/disk/by-label/persist",
+        "readonly_root_reboot": True,
+    }
+    with tempfile.TemporaryDirectory(prefix="overlayfs-vm-bake.") as root:
+        subprocess.run(["mount", "-o", "loop", baked.disk(), root], check=True)
+        try:
+            res = baked.play(declared, label="bake (offline)", chroot=root)
+            assert res.rc == 0, res.failures or res.output[-3000:]
+            assert res.changed > 0 and res.facts["offline"] is True, res.facts
+            assert res.facts["next_boot"]["state"] == "enabled" and res.facts["trial"]["state"] != "armed"
+            assert "the image boots with readonly_root_state=enabled from its first boot on" in res.output
+            assert not os.path.lexists(os.path.join(root, TRIAL_LINK))
+            wants = os.path.join(root, "etc/systemd/system/local-fs.target.wants")
+            assert {"overlayfs-readonly-root-tmpfs-size.service", "persist.mount"} <= set(os.listdir(wants))
+            with open(os.path.join(root, "etc/overlayroot.local.conf"), encoding="utf-8") as fh:
+                assert 'overlayroot="tmpfs:swap=0,recurse=0"' in fh.read()
+            res = baked.play(declared, label="bake again (offline)", chroot=root)
+            assert res.rc == 0 and res.changed == 0, res.failures or res.output[-3000:]
+            refused = baked.play({**declared, "readonly_root_persistent_paths": [PERSIST]}, chroot=root)
+            assert refused.rc != 0 and any("need the persistent file system mounted" in f for f in refused.failures)
+        finally:
+            subprocess.run(["umount", root], check=True)
+    baked.boot()
+    assert_overlay(baked)
+    persist = baked.findmnt("/persist")
+    assert persist and persist["fstype"] == "ext4", persist
+    res = baked.play(declared, check_mode=True, label="booted: check")
+    assert res.rc == 0, res.failures or res.output[-3000:]
+    assert res.changed == 0, res.output[-3000:]
+    assert res.facts["offline"] is False and res.facts["current"]["state"] == "enabled"
 
 
 def test_check_mode_on_real_root_changes_nothing(kiosk):

@@ -117,6 +117,43 @@ def test_probe_this_host():
     assert p["container"] is False and p["persistent_base_mount"] is not None
 
 
+def test_probe_offline_reads_the_image_not_the_running_system(tmp_path, monkeypatch):
+    """An image root (offline): the kernel is the image's newest vmlinuz, nothing is mounted or booted, no
+    command asks the running system (detect-virt), no /proc file is read."""
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    for name in ("vmlinuz-6.12.9-amd64", "vmlinuz-6.12.10-amd64", "initrd.img-6.12.10-amd64"):
+        (boot / name).write_text("x")
+    calls = []
+    reads = []
+    real_read = host.read
+    monkeypatch.setattr(host, "read", lambda path: reads.append(path) or real_read(path))
+
+    def run(argv):
+        calls.append(argv)
+        return 0, "", ""
+
+    args = {
+        "persistent_device": "/dev/null",
+        "persistent_base": "/",
+        "persistent_paths": [],
+        "files": [],
+        "links": [],
+        "list_initramfs": False,
+    }
+    p = host.probe(args=args, run=run, offline="running in a chroot", boot=str(boot))
+    assert p["offline"] == "running in a chroot" and p["kernel"] == "6.12.10-amd64"
+    assert p["next_kernel"] == "6.12.10-amd64" and p["next_boot_initramfs"]["exists"] is True
+    assert p["overlay_booted"] is False and p["lower"] == "/" and p["root"] == {"fstype": "", "source": ""}
+    assert p["persistent_base_mount"] is None and p["persistent_device_exists"] is False
+    assert p["container"] is False and p["pid1"] == "" and p["cmdline_overlayroot"] is None
+    assert calls == []
+    assert [r for r in reads if r.startswith("/proc/") and r != "/proc/meminfo"] == []
+    # Online the same host is asked: detect-virt runs, the mounts are read.
+    online = host.probe(args=args, run=run, boot=str(boot))
+    assert online["offline"] is None and calls and "/proc/self/mountinfo" in reads
+
+
 BIND = """# Ansible managed
 [Unit]
 Description=Persistent /var/lib/old (from /persist)

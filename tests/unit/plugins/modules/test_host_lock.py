@@ -95,3 +95,16 @@ def test_release_signals_only_the_holder_of_the_lock(host):
 
 def test_released_needs_the_holder(host):
     assert "holder" in failed({"state": "released"})["msg"]
+
+
+def test_released_without_proc_as_in_an_image_root(host, tmp_path):
+    """In a chroot of an image root nothing mounted /proc: the holder is still found (its pid in the taken
+    lock file) and released, and a free lock is held by nobody."""
+    r = ok({"state": "held", "lock_timeout": 5})
+    pid = r["holder"]
+    no_proc = str(tmp_path / "no-proc")
+    try:
+        assert hl.held_by(pid, proc_root=no_proc) and not hl.held_by(pid + 1, proc_root=no_proc)
+    finally:
+        rel = ok({"state": "released", "holder": pid})
+    assert rel["released"] and not hl.held_by(pid, proc_root=no_proc) and not taken_now()

@@ -50,7 +50,8 @@ ARGS = {
 }
 
 
-def test_on_this_host_reads_only_and_returns_the_contract(module_env):
+def test_on_this_host_reads_only_and_returns_the_contract(module_env, monkeypatch):
+    monkeypatch.setenv("SYSTEMD_OFFLINE", "0")  # a booted host, whatever runs the tests
     res = run_main(mod.main, dict(ARGS, files=["etc/hostname"], links=["etc/none"], verify=True), check_mode=True)
     assert isinstance(res, AnsibleExitJson), res.result
     r = res.result
@@ -123,3 +124,30 @@ def test_offline_reason_reported_for_the_role_to_refuse(module_env, monkeypatch,
     res = run_main(mod.main, dict(ARGS), check_mode=True)
     assert isinstance(res, AnsibleExitJson), res.result
     assert res.result["offline"] == offline
+
+
+def test_offline_asks_nothing_of_the_running_system_and_defers_nothing(module_env, monkeypatch):
+    """An image root: no detect-virt, RAM not judged (a size no RAM has passes, saying so), facts.offline true,
+    and with manage_packages nothing is left to a package step (the role runs none offline)."""
+    monkeypatch.setenv("SYSTEMD_OFFLINE", "1")
+    r = run_main(mod.main, dict(ARGS, tmpfs_size="64G", persistent_paths=[], manage_packages=True)).result
+    assert r["offline"] == "SYSTEMD_OFFLINE=1 is set" and r["facts"]["offline"] is True
+    assert not any(c[0].endswith("systemd-detect-virt") for c in module_env)
+    ram = next(c for c in r["checks"] if c["name"] == "ram")
+    assert ram["ok"] is True and "not judged offline" in ram["msg"]
+    assert r["deferred"] == []
+    assert r["probe"]["pid1"] == "" and r["probe"]["overlay_booted"] is False
+    # The same declaration on a booted host: the RAM is judged.
+    monkeypatch.setenv("SYSTEMD_OFFLINE", "0")
+    r = run_main(mod.main, dict(ARGS, tmpfs_size="64G", persistent_paths=[])).result
+    assert r["facts"]["offline"] is False
+    assert "ram" in [c["name"] for c in r["unmet"]]
+
+
+def test_offline_package_checks_name_the_image_build_as_the_fix(module_env, monkeypatch):
+    monkeypatch.setattr(mod, "probe", lambda **kw: fresh_probe(offline="running in a chroot"))
+    r = run_main(mod.main, dict(ARGS, manage_packages=True)).result
+    assert [c["name"] for c in r["unmet"]] == ["overlayroot_package", "initramfs"] and r["deferred"] == []
+    for check in r["unmet"]:
+        assert "install overlayroot busybox e2fsprogs into the image root" in check["msg"], check
+        assert "update-initramfs -u -k 6.1.0-41-amd64 in it" in check["msg"], check
