@@ -175,7 +175,8 @@ def test_baked_offline_the_first_boot_is_the_overlay(baked):
     community.general.chroot (no systemd runs there) writes the configuration and the persistent disk's
     mount, reports offline and arms no trial; a second bake changes nothing. The image's first boot is the
     read-only root on a 200M tmpfs with the persistent disk mounted, and the role on the booted box finds
-    nothing to write."""
+    nothing to write; adding a persistent path there (what the offline refusal says to do) binds it after
+    the role's reboot."""
     declared = {
         "readonly_root_state": "enabled",
         "readonly_root_tmpfs_size": "200M",
@@ -209,6 +210,15 @@ def test_baked_offline_the_first_boot_is_the_overlay(baked):
     assert res.rc == 0, res.failures or res.output[-3000:]
     assert res.changed == 0, res.output[-3000:]
     assert res.facts["offline"] is False and res.facts["current"]["state"] == "enabled"
+    # What the refusal offline says to do: the persistent paths by a run on the booted box, which seeds them on
+    # the mounted disk and reboots for the binds (still the overlay: no trial).
+    res = baked.play({**declared, "readonly_root_persistent_paths": [PERSIST]}, label="booted: add a path + reboot")
+    assert res.rc == 0, res.failures or res.output[-3000:]
+    assert res.changed > 0 and res.facts["current"]["state"] == "enabled", res.facts
+    assert_overlay(baked)
+    assert_persistent_path(baked)
+    baked.ssh(f"echo kept > {PERSIST}/keep.txt && sync")
+    assert baked.ssh(f"cat /persist{PERSIST}/keep.txt").strip() == "kept"
 
 
 def test_check_mode_on_real_root_changes_nothing(kiosk):
