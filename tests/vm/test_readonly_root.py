@@ -172,11 +172,11 @@ def test_packages_from_a_local_archive_on_a_fresh_image(bare):
 
 def test_baked_offline_the_first_boot_is_the_overlay(baked):
     """An appliance image baked offline: the role applied to the machine's loop-mounted root through
-    community.general.chroot (no systemd runs there) writes the configuration and the persistent disk's
-    mount, reports offline and arms no trial; a second bake changes nothing. The image's first boot is the
-    read-only root on a 200M tmpfs with the persistent disk mounted, and the role on the booted box finds
-    nothing to write; adding a persistent path there (what the offline refusal says to do) binds it after
-    the role's reboot."""
+    community.general.chroot (no systemd runs there) writes nothing in check mode, then the configuration
+    and the persistent disk's mount, reports offline and arms no trial; a second bake changes nothing. The
+    image's first boot is the read-only root on a 200M tmpfs with the persistent disk mounted, and the role
+    on the booted box finds nothing to write; adding a persistent path there (what the offline refusal
+    says to do) binds it after the role's reboot."""
     declared = {
         "readonly_root_state": "enabled",
         "readonly_root_tmpfs_size": "200M",
@@ -186,6 +186,11 @@ def test_baked_offline_the_first_boot_is_the_overlay(baked):
     with tempfile.TemporaryDirectory(prefix="overlayfs-vm-bake.") as root:
         subprocess.run(["mount", "-o", "loop", baked.disk(), root], check=True)
         try:
+            conf = os.path.join(root, "etc/overlayroot.local.conf")
+            res = baked.play(declared, check_mode=True, label="bake: check (offline)", chroot=root)
+            assert res.rc == 0, res.failures or res.output[-3000:]
+            assert res.changed > 0 and res.facts["offline"] is True and not os.path.exists(conf), res.facts
+            assert not os.path.exists(os.path.join(root, "etc/systemd/system/persist.mount"))
             res = baked.play(declared, label="bake (offline)", chroot=root)
             assert res.rc == 0, res.failures or res.output[-3000:]
             assert res.changed > 0 and res.facts["offline"] is True, res.facts
@@ -194,7 +199,7 @@ def test_baked_offline_the_first_boot_is_the_overlay(baked):
             assert not os.path.lexists(os.path.join(root, TRIAL_LINK))
             wants = os.path.join(root, "etc/systemd/system/local-fs.target.wants")
             assert {"overlayfs-readonly-root-tmpfs-size.service", "persist.mount"} <= set(os.listdir(wants))
-            with open(os.path.join(root, "etc/overlayroot.local.conf"), encoding="utf-8") as fh:
+            with open(conf, encoding="utf-8") as fh:
                 assert 'overlayroot="tmpfs:swap=0,recurse=0"' in fh.read()
             res = baked.play(declared, label="bake again (offline)", chroot=root)
             assert res.rc == 0 and res.changed == 0, res.failures or res.output[-3000:]

@@ -119,7 +119,7 @@ def test_verify_reports_a_full_upper(module_env, monkeypatch):
 
 
 @pytest.mark.parametrize("env, offline", [("1", "SYSTEMD_OFFLINE=1 is set"), ("0", None)])
-def test_offline_reason_reported_for_the_role_to_refuse(module_env, monkeypatch, env, offline):
+def test_offline_reason_reported(module_env, monkeypatch, env, offline):
     monkeypatch.setenv("SYSTEMD_OFFLINE", env)
     res = run_main(mod.main, dict(ARGS), check_mode=True)
     assert isinstance(res, AnsibleExitJson), res.result
