@@ -292,8 +292,8 @@ def _packages_fix(p: Mapping[str, Any]) -> str:
 
 
 def _offline_unjudged(p: Mapping[str, Any], check: dict[str, Any], what: str) -> dict[str, Any]:
-    """Offline, a check of the running system (its RAM, its kernel command line) has nothing to judge: passed,
-    saying so; the first run on the booted image judges it."""
+    """Offline, a check of the running system (``what``: its RAM) has nothing to judge: passed, saying so; the
+    first run on the booted image judges it."""
     if not p.get("offline") or check["ok"]:
         return check
     return _check(

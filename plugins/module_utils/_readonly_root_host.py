@@ -203,9 +203,8 @@ def probe(
     /proc/filesystems): the kernel is the image's newest /boot/vmlinuz-*, nothing is mounted or booted.
     """
     mounts = {} if offline else mounts_by_point(read("/proc/self/mountinfo") or "")
-    if offline:
-        names = os.listdir(boot) if os.path.isdir(boot) else []
-        kernel = kernel or next_boot_kernel(names) or os.uname().release
+    if offline and kernel is None:
+        kernel = next_boot_kernel(os.listdir(boot) if os.path.isdir(boot) else [])
     kernel = kernel or os.uname().release
     root = mounts.get("/", {})
     booted = root.get("fstype") == "overlay" and ROOT_RO in mounts

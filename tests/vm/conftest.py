@@ -247,12 +247,13 @@ class Machine:
         return PlayResult(res.returncode, stats, failures, facts, res.stdout + res.stderr, seconds, warnings)
 
 
-def machine(name: str, variant: str):
+def machine(name: str, variant: str, boot: bool = True):
     res = vm("new", name, variant, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     m = Machine(name)
     TIMINGS[name] = m.timings
-    m.boot()
+    if boot:
+        m.boot()
     try:
         yield m
     finally:
@@ -274,14 +275,7 @@ def fallback():
 @pytest.fixture
 def baked():
     """A VM of the good image, NOT booted: the test bakes its disk (loop-mounted) first, then boots it."""
-    res = vm("new", "baked", "good", check=False)
-    assert res.returncode == 0, res.stderr[-3000:]
-    m = Machine("baked")
-    TIMINGS["baked"] = m.timings
-    try:
-        yield m
-    finally:
-        m.stop()
+    yield from machine("baked", "good", boot=False)
 
 
 @pytest.fixture
